@@ -1,0 +1,136 @@
+//! Node identities.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A node's identity: its 32-byte ed25519 public key.
+///
+/// `Debug` and `Display` print the first 5 bytes in hex (enough to tell nodes apart in logs);
+/// [`NodeId::to_hex`] gives all 32.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct NodeId(pub [u8; 32]);
+
+impl NodeId {
+    /// Length of an id in bytes.
+    pub const LEN: usize = 32;
+
+    /// The id as four big-endian 64-bit words, the shape it has on the WIT boundary.
+    pub fn to_words(&self) -> [u64; 4] {
+        let mut words = [0u64; 4];
+        for (word, chunk) in words.iter_mut().zip(self.0.chunks_exact(8)) {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(chunk);
+            *word = u64::from_be_bytes(bytes);
+        }
+        words
+    }
+
+    /// The inverse of [`NodeId::to_words`].
+    pub fn from_words(words: [u64; 4]) -> Self {
+        let mut id = [0u8; 32];
+        for (chunk, word) in id.chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&word.to_be_bytes());
+        }
+        NodeId(id)
+    }
+
+    /// A deterministic id for tests and the simulator: `n` in the last 8 bytes, the rest zero.
+    pub fn from_index(n: u64) -> Self {
+        Self::from_words([0, 0, 0, n])
+    }
+
+    /// All 32 bytes as lower-case hex.
+    pub fn to_hex(&self) -> String {
+        let mut s = String::with_capacity(64);
+        for b in self.0 {
+            s.push(hex_digit(b >> 4));
+            s.push(hex_digit(b & 0xf));
+        }
+        s
+    }
+}
+
+fn hex_digit(n: u8) -> char {
+    char::from_digit(u32::from(n), 16).unwrap_or('?')
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeId({self})")
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in &self.0[..5] {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a string is not a [`NodeId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseNodeIdError {
+    /// The string does not have 64 characters.
+    #[error("a node id is 64 hex characters, got {0}")]
+    Length(usize),
+    /// A character is not a hex digit.
+    #[error("a node id is hex, found {0:?}")]
+    Digit(char),
+}
+
+impl FromStr for NodeId {
+    type Err = ParseNodeIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.len() != 64 {
+            return Err(ParseNodeIdError::Length(s.chars().count()));
+        }
+        let mut id = [0u8; 32];
+        let mut chars = s.chars();
+        for byte in &mut id {
+            let mut value = 0u8;
+            for _ in 0..2 {
+                let c = chars.next().ok_or(ParseNodeIdError::Length(s.len()))?;
+                let digit = c.to_digit(16).ok_or(ParseNodeIdError::Digit(c))?;
+                value = (value << 4) | digit as u8;
+            }
+            *byte = value;
+        }
+        Ok(NodeId(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_round_trip_and_keep_byte_order() {
+        let mut bytes = [0u8; 32];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let id = NodeId(bytes);
+        let words = id.to_words();
+        assert_eq!(words[0], 0x0001_0203_0405_0607);
+        assert_eq!(words[3], 0x1819_1a1b_1c1d_1e1f);
+        assert_eq!(NodeId::from_words(words), id);
+    }
+
+    #[test]
+    fn hex_round_trip_and_errors() {
+        let id = NodeId::from_index(0xdead_beef);
+        let hex = id.to_hex();
+        assert_eq!(hex.len(), 64);
+        assert_eq!(hex.parse::<NodeId>(), Ok(id));
+        assert_eq!("abc".parse::<NodeId>(), Err(ParseNodeIdError::Length(3)));
+        let bad = format!("{}g", &hex[..63]);
+        assert_eq!(bad.parse::<NodeId>(), Err(ParseNodeIdError::Digit('g')));
+        assert_eq!(id.to_string(), "0000000000");
+    }
+}

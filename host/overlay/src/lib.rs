@@ -1,0 +1,1 @@
+//! Sans-IO overlays (work in progress: see issue 4).
