@@ -1,0 +1,1421 @@
+//! The fanout forest: one dissemination tree per (channel, root), built on the membership.
+//!
+//! Each member has one parent and a bounded number of children (the configured maximum, further
+//! capped by an upload budget). A subscriber joins by asking the root (or any member); a full
+//! member redirects it, round-robin, to one of its children, so the tree fills level by level and
+//! its depth stays near log_f(n) (Plumtree's eager tree, Leitão et al. 2007, with the tree built
+//! explicitly instead of pruned from a flood).
+//!
+//! * Data is pushed down; the root numbers every message of its tree (`tree_seq`) so that members
+//!   find gaps and pull them from their parent (falling back to the root after a few tries).
+//!   A member that is not the root publishes through the root; the [`Publication`] keeps its
+//!   `origin`, `timestamp_ms` and `seq` untouched (signatures are checked end to end, never
+//!   re-made by relays).
+//! * On parent loss a member rejoins through its grandparent (taken from its route token), then
+//!   through the root, and keeps its children: only the orphan moves, not its subtree.
+//! * Every member knows its route token (the path root → member) and reports it as an
+//!   observation for the route store. Unicast inside a tree goes up to the first ancestor that is
+//!   on the destination's token and then down that token; the destination answers with an
+//!   end-to-end ACK routed the same way.
+//! * Every cache and queue is bounded by a [`Config`] field.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::{Outbox, PeerId, WIRE_ID_LEN};
+
+/// Identifier of a channel (e.g. a hash of its name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ChannelId(pub u64);
+
+/// One tree of the forest: a channel and the member at its root (a writer or a shard root).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TreeId<P> {
+    /// The channel.
+    pub channel: ChannelId,
+    /// The root member.
+    pub root: P,
+}
+
+/// A published message as its origin made it. Relays and roots never change it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Publication<P> {
+    /// The author.
+    pub origin: P,
+    /// Author's clock when it published, in milliseconds.
+    pub timestamp_ms: u64,
+    /// Author's own sequence number.
+    pub seq: u64,
+    /// Opaque application bytes.
+    pub payload: Bytes,
+}
+
+/// Fanout configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Upper bound on children per member. Default 16: depth ⌈log16 10⁶⌉ = 5 at a million
+    /// readers, and 16 × 30 KiB/s = 480 KiB/s of upload, well inside Peerbit's 5 MB/s default
+    /// budget (Peerbit's own maximum is 24).
+    pub max_children: usize,
+    /// Upload budget per member in bytes per second. Default 5,000,000 (Peerbit's default).
+    pub upload_budget_bytes_per_s: u64,
+    /// Expected stream rate of one tree in bytes per second; children are capped at
+    /// `upload_budget / stream_rate`. Default 30,720 (30 msg/s of 1 KiB).
+    pub stream_bytes_per_s: u64,
+    /// Time to wait for an answer to a join request before trying the root again. Default 500 ms.
+    pub join_timeout_ms: u64,
+    /// Redirects a join may follow before it starts over at the root. Default 32.
+    pub max_redirects: u8,
+    /// Period of pull-repair requests while sequence numbers are missing. Default 200 ms
+    /// (Peerbit's repair period).
+    pub repair_interval_ms: u64,
+    /// Repair requests sent to the parent before asking the root directly. Default 3.
+    pub repair_attempts_before_root: u8,
+    /// Sequence numbers asked for in one repair request. Default 64.
+    pub repair_batch: usize,
+    /// Messages kept per tree to answer repair requests. Default 256.
+    pub cache_len: usize,
+    /// Period of the `Have` digest a member sends its children while it pushes data. Default 200 ms.
+    pub digest_interval_ms: u64,
+    /// Digests sent after the stream went idle (they catch a lost last message). Default 2.
+    pub idle_digests: u8,
+    /// A fresh subscriber also receives messages published up to this long before it subscribed.
+    /// Default 0 (only what is published from the subscription on).
+    pub catch_up_ms: u64,
+    /// Time a publication sent to the root waits for its acknowledgement before it is re-sent.
+    /// Default 500 ms.
+    pub publish_timeout_ms: u64,
+    /// Publications awaiting the root's acknowledgement per member. Default 256.
+    pub max_pending_publishes: usize,
+    /// (origin, seq) pairs the root remembers to drop re-sent publications. Default 1,024.
+    pub publish_dedup_len: usize,
+    /// Time a unicast waits for its end-to-end ACK. Default 2,000 ms.
+    pub unicast_timeout_ms: u64,
+    /// Unicasts awaiting their ACK per member. Default 256.
+    pub max_pending_unicasts: usize,
+    /// Longest route token accepted. Default 32 (Peerbit's cap).
+    pub max_token_len: usize,
+    /// Other members a node remembers per tree (from tokens seen in unicasts). Default 64.
+    pub subscriber_view_len: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_children: 16,
+            upload_budget_bytes_per_s: 5_000_000,
+            stream_bytes_per_s: 30 * 1024,
+            join_timeout_ms: 500,
+            max_redirects: 32,
+            repair_interval_ms: 200,
+            repair_attempts_before_root: 3,
+            repair_batch: 64,
+            cache_len: 256,
+            digest_interval_ms: 200,
+            idle_digests: 2,
+            catch_up_ms: 0,
+            publish_timeout_ms: 500,
+            max_pending_publishes: 256,
+            publish_dedup_len: 1024,
+            unicast_timeout_ms: 2_000,
+            max_pending_unicasts: 256,
+            max_token_len: 32,
+            subscriber_view_len: 64,
+        }
+    }
+}
+
+impl Config {
+    /// Children a member accepts: `max_children`, capped by the upload budget.
+    pub fn child_capacity(&self) -> usize {
+        let by_budget = self.upload_budget_bytes_per_s / self.stream_bytes_per_s.max(1);
+        self.max_children
+            .min(usize::try_from(by_budget).unwrap_or(usize::MAX))
+            .max(1)
+    }
+}
+
+/// A message routed along a tree to one member (or its ACK).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unicast<P> {
+    /// Tree used for routing.
+    pub tree: TreeId<P>,
+    /// Identifier chosen by the source.
+    pub id: u64,
+    /// The source.
+    pub src: P,
+    /// The source's route token (root → src), for the reply.
+    pub src_token: Vec<P>,
+    /// The destination.
+    pub dst: P,
+    /// The destination's route token (root → dst).
+    pub dst_token: Vec<P>,
+    /// Hops travelled.
+    pub hops: u16,
+    /// `None` for an ACK.
+    pub payload: Option<Bytes>,
+}
+
+/// Fanout wire messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message<P> {
+    /// Ask to become a child.
+    Join {
+        /// Tree.
+        tree: TreeId<P>,
+        /// For a fresh subscriber: the time from which it wants messages.
+        since_ms: Option<u64>,
+        /// Redirects followed so far.
+        redirects: u8,
+    },
+    /// The sender is now the receiver's parent.
+    Accept {
+        /// Tree.
+        tree: TreeId<P>,
+        /// The parent's route token (root → parent).
+        token: Vec<P>,
+        /// First sequence number the child should expect (meaningful for a fresh subscriber).
+        start_seq: u64,
+        /// Newest sequence number the parent knows of.
+        latest: u64,
+    },
+    /// Full: try this member (one of the sender's children).
+    Redirect {
+        /// Tree.
+        tree: TreeId<P>,
+        /// Where to ask next.
+        to: P,
+        /// Redirects followed so far, this one included.
+        redirects: u8,
+    },
+    /// Not a member, detached, or the joiner is an ancestor: ask someone else.
+    Reject {
+        /// Tree.
+        tree: TreeId<P>,
+    },
+    /// The sender is no longer the receiver's child (or never was).
+    Leave {
+        /// Tree.
+        tree: TreeId<P>,
+    },
+    /// The parent's route token changed.
+    Token {
+        /// Tree.
+        tree: TreeId<P>,
+        /// The parent's new token (root → parent).
+        token: Vec<P>,
+    },
+    /// Tree data (pushed down, or sent in answer to a repair request).
+    Data {
+        /// Tree.
+        tree: TreeId<P>,
+        /// Root-assigned sequence number within the tree.
+        tree_seq: u64,
+        /// Hops from the origin to the receiver.
+        hops: u16,
+        /// True when answering a repair request (accepted from any sender).
+        repair: bool,
+        /// The message, as its origin made it.
+        publication: Arc<Publication<P>>,
+    },
+    /// A member that is not the root hands its publication to the root.
+    Publish {
+        /// Tree.
+        tree: TreeId<P>,
+        /// The message.
+        publication: Arc<Publication<P>>,
+    },
+    /// The root has sequenced a publication.
+    PublishAck {
+        /// Tree.
+        tree: TreeId<P>,
+        /// Origin's sequence number.
+        seq: u64,
+        /// Root-assigned tree sequence number.
+        tree_seq: u64,
+    },
+    /// Digest: the newest sequence number the sender has.
+    Have {
+        /// Tree.
+        tree: TreeId<P>,
+        /// Newest tree sequence number.
+        latest: u64,
+    },
+    /// Pull repair of missed sequence numbers.
+    RepairRequest {
+        /// Tree.
+        tree: TreeId<P>,
+        /// Missing tree sequence numbers (at most `repair_batch`).
+        seqs: Vec<u64>,
+    },
+    /// A routed unicast or its ACK.
+    Unicast(Box<Unicast<P>>),
+}
+
+impl<P> Message<P> {
+    /// Estimated encoded size in bytes with 32-byte node ids (tag, tree id, fields).
+    pub fn wire_size(&self) -> usize {
+        const TREE: usize = 8 + WIRE_ID_LEN;
+        1 + TREE
+            + match self {
+                Message::Join { .. } => 10,
+                Message::Accept { token, .. } => 16 + token.len() * WIRE_ID_LEN,
+                Message::Redirect { .. } => WIRE_ID_LEN + 1,
+                Message::Reject { .. } | Message::Leave { .. } => 0,
+                Message::Token { token, .. } => 1 + token.len() * WIRE_ID_LEN,
+                Message::Data { publication, .. } => {
+                    8 + 2 + 1 + WIRE_ID_LEN + 16 + 64 + publication.payload.len()
+                }
+                Message::Publish { publication, .. } => {
+                    WIRE_ID_LEN + 16 + 64 + publication.payload.len()
+                }
+                Message::PublishAck { .. } => 16,
+                Message::Have { .. } => 8,
+                Message::RepairRequest { seqs, .. } => 2 + seqs.len() * 8,
+                Message::Unicast(u) => {
+                    8 + 2
+                        + 2 * WIRE_ID_LEN
+                        + (u.src_token.len() + u.dst_token.len()) * WIRE_ID_LEN
+                        + u.payload.as_ref().map_or(0, |p| p.len())
+                }
+            }
+    }
+
+    /// The publication this message carries, if it is a payload send (data or publish).
+    pub fn publication(&self) -> Option<&Arc<Publication<P>>> {
+        match self {
+            Message::Data { publication, .. } | Message::Publish { publication, .. } => {
+                Some(publication)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Timers of the fanout layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Timer<P> {
+    /// A join attempt may have been lost.
+    JoinTimeout {
+        /// Tree.
+        tree: TreeId<P>,
+        /// Attempt the timer belongs to (stale timers are ignored).
+        attempt: u16,
+    },
+    /// Send the next repair request if something is still missing.
+    Repair(TreeId<P>),
+    /// Send a `Have` digest to the children.
+    Digest(TreeId<P>),
+    /// Re-send a publication the root has not acknowledged.
+    Publish {
+        /// Tree.
+        tree: TreeId<P>,
+        /// Origin's sequence number.
+        seq: u64,
+    },
+    /// A unicast's ACK is overdue.
+    Unicast(u64),
+}
+
+/// Commands from the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command<P> {
+    /// Join the tree (subscribe to the channel through that root).
+    Subscribe(TreeId<P>),
+    /// Leave the tree.
+    Unsubscribe(TreeId<P>),
+    /// Publish on the tree (as root directly, otherwise through the root).
+    Publish {
+        /// Tree.
+        tree: TreeId<P>,
+        /// Bytes to publish.
+        payload: Bytes,
+    },
+    /// Send bytes to one member along the tree.
+    Unicast {
+        /// Tree.
+        tree: TreeId<P>,
+        /// Destination.
+        dst: P,
+        /// Destination's route token (root → dst), e.g. from the route store.
+        dst_token: Vec<P>,
+        /// Identifier reported back in [`Event::UnicastAcked`] / [`Event::UnicastFailed`].
+        id: u64,
+        /// Bytes to send.
+        payload: Bytes,
+    },
+}
+
+/// Inputs of the fanout state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InEvent<P> {
+    /// A message from a peer.
+    Message {
+        /// Sender.
+        from: P,
+        /// The message.
+        message: Message<P>,
+    },
+    /// A timer set earlier expired.
+    TimerExpired(Timer<P>),
+    /// The transport lost the connection to this peer.
+    PeerDown(P),
+    /// A membership neighbour came up: send it a digest of our trees.
+    NeighborUp(P),
+    /// An application command.
+    Command(Command<P>),
+}
+
+/// Why a command could not be carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandError {
+    /// Not subscribed to that tree: subscribe first.
+    NotSubscribed,
+    /// Too many publications or unicasts waiting for an acknowledgement: retry later.
+    Busy,
+}
+
+/// Events for the application and the route store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event<P> {
+    /// A publication reached this member (once per message).
+    Deliver {
+        /// Tree.
+        tree: TreeId<P>,
+        /// Tree sequence number.
+        tree_seq: u64,
+        /// Hops from the origin.
+        hops: u16,
+        /// The message as its origin made it.
+        publication: Arc<Publication<P>>,
+    },
+    /// This member is attached (first time or after a repair).
+    Attached {
+        /// Tree.
+        tree: TreeId<P>,
+        /// New parent.
+        parent: P,
+    },
+    /// Observation for the route store: the path root → `member` in `tree`.
+    RouteToken {
+        /// Tree.
+        tree: TreeId<P>,
+        /// The member the path leads to.
+        member: P,
+        /// Root first, `member` last.
+        path: Vec<P>,
+    },
+    /// A unicast reached us.
+    UnicastReceived {
+        /// Tree.
+        tree: TreeId<P>,
+        /// Source.
+        src: P,
+        /// Hops travelled.
+        hops: u16,
+        /// Bytes.
+        payload: Bytes,
+    },
+    /// The destination acknowledged our unicast.
+    UnicastAcked {
+        /// Identifier given in the command.
+        id: u64,
+        /// Hops the ACK travelled.
+        hops: u16,
+    },
+    /// No ACK in time (or no route).
+    UnicastFailed {
+        /// Identifier given in the command.
+        id: u64,
+    },
+    /// A command was refused.
+    CommandFailed(CommandError),
+}
+
+/// Outputs of the fanout state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutEvent<P> {
+    /// Send a message.
+    Send {
+        /// Receiver.
+        to: P,
+        /// Message.
+        message: Message<P>,
+    },
+    /// Hand `timer` back after `delay_ms`.
+    ScheduleTimer {
+        /// Delay in milliseconds.
+        delay_ms: u64,
+        /// The timer.
+        timer: Timer<P>,
+    },
+    /// An event for the application / route store.
+    Emit(Event<P>),
+}
+
+/// Receive window over tree sequence numbers: everything below `base` is settled, bit `i` of
+/// `bits` says whether `base + i` arrived. Missing numbers more than [`WINDOW`] behind are given up.
+#[derive(Debug, Clone, Default)]
+struct Window {
+    base: u64,
+    bits: u128,
+    latest: u64,
+}
+
+/// Width of the receive window (sequence numbers a member can still repair).
+pub const WINDOW: u64 = 128;
+
+impl Window {
+    fn has(&self, s: u64) -> bool {
+        s < self.base || (s - self.base < WINDOW && self.bits & (1u128 << (s - self.base)) != 0)
+    }
+
+    /// Marks `s` received; false if it was already settled.
+    fn mark(&mut self, s: u64) -> bool {
+        if self.has(s) {
+            return false;
+        }
+        if s - self.base >= WINDOW {
+            let shift = s - self.base - (WINDOW - 1);
+            self.bits = if shift >= WINDOW {
+                0
+            } else {
+                self.bits >> shift
+            };
+            self.base += shift;
+        }
+        self.bits |= 1u128 << (s - self.base);
+        while self.bits & 1 == 1 {
+            self.bits >>= 1;
+            self.base += 1;
+        }
+        self.latest = self.latest.max(s);
+        true
+    }
+
+    fn missing(&self, max: usize) -> Vec<u64> {
+        let end = self.latest.min(self.base + WINDOW - 1);
+        (self.base..=end)
+            .filter(|s| !self.has(*s))
+            .take(max)
+            .collect()
+    }
+
+    fn start_at(&mut self, seq: u64) {
+        self.base = seq.max(1);
+        self.bits = 0;
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Joining<P> {
+    target: P,
+    attempt: u16,
+}
+
+#[derive(Debug, Clone)]
+struct RootState<P> {
+    next_seq: u64,
+    /// Recently sequenced (origin, seq, tree_seq), oldest first.
+    recent: VecDeque<(P, u64, u64)>,
+}
+
+#[derive(Debug, Clone)]
+struct Tree<P> {
+    id: TreeId<P>,
+    parent: Option<P>,
+    children: Vec<P>,
+    /// Path root → parent (empty at the root).
+    token: Vec<P>,
+    joining: Option<Joining<P>>,
+    attempts: u16,
+    redirect_cursor: u16,
+    since_ms: Option<u64>,
+    window: Window,
+    repair_armed: bool,
+    repair_rounds: u8,
+    digest_armed: bool,
+    pushed_since_digest: bool,
+    idle_left: u8,
+    cache: VecDeque<(u64, u16, Arc<Publication<P>>)>,
+    root: Option<Box<RootState<P>>>,
+    /// Own publications waiting for the root's acknowledgement.
+    pending_publishes: Vec<Arc<Publication<P>>>,
+    /// Other members learnt from unicast tokens (bounded by `subscriber_view_len`).
+    known: Vec<P>,
+}
+
+impl<P: PeerId> Tree<P> {
+    fn attached(&self) -> bool {
+        self.root.is_some() || (self.parent.is_some() && self.joining.is_none())
+    }
+}
+
+/// Fanout state of one node: the trees it belongs to (usually a handful, kept in a small `Vec`).
+#[derive(Debug, Clone)]
+pub struct Fanout<P> {
+    me: P,
+    config: Arc<Config>,
+    trees: Vec<Tree<P>>,
+    next_seq: u64,
+    pending_unicasts: Vec<u64>,
+}
+
+impl<P: PeerId> Fanout<P> {
+    /// Fanout state of node `me`.
+    pub fn new(me: P, config: Arc<Config>) -> Self {
+        Self {
+            me,
+            config,
+            trees: Vec::new(),
+            next_seq: 1,
+            pending_unicasts: Vec::new(),
+        }
+    }
+
+    /// Trees this node belongs to.
+    pub fn trees(&self) -> impl Iterator<Item = TreeId<P>> + '_ {
+        self.trees.iter().map(|t| t.id)
+    }
+
+    /// Parent in `tree` (`None` at the root, while detached or when not a member).
+    pub fn parent(&self, tree: &TreeId<P>) -> Option<P> {
+        self.tree(tree).and_then(|t| t.parent)
+    }
+
+    /// Children in `tree`.
+    pub fn children(&self, tree: &TreeId<P>) -> &[P] {
+        self.tree(tree).map_or(&[], |t| &t.children)
+    }
+
+    /// True if this node has a path to the root of `tree` as far as it knows.
+    pub fn is_attached(&self, tree: &TreeId<P>) -> bool {
+        self.tree(tree).is_some_and(Tree::attached)
+    }
+
+    /// This node's route token in `tree` (root first, this node last), if attached.
+    pub fn route_token(&self, tree: &TreeId<P>) -> Option<Vec<P>> {
+        let t = self.tree(tree)?;
+        if !t.attached() {
+            return None;
+        }
+        let mut path = t.token.clone();
+        path.push(self.me);
+        Some(path)
+    }
+
+    /// The bounded subscriber view: ancestors, children and members learnt from tokens.
+    pub fn subscribers(&self, tree: &TreeId<P>) -> Vec<P> {
+        let Some(t) = self.tree(tree) else {
+            return Vec::new();
+        };
+        let mut v: Vec<P> = t
+            .token
+            .iter()
+            .chain(&t.children)
+            .chain(&t.known)
+            .copied()
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Peers this node holds a tree connection to (parents and children of all trees).
+    pub fn tree_links(&self) -> impl Iterator<Item = P> + '_ {
+        self.trees
+            .iter()
+            .flat_map(|t| t.parent.iter().chain(&t.children).copied())
+    }
+
+    fn tree(&self, id: &TreeId<P>) -> Option<&Tree<P>> {
+        self.trees.iter().find(|t| t.id == *id)
+    }
+
+    fn tree_index(&self, id: &TreeId<P>) -> Option<usize> {
+        self.trees.iter().position(|t| t.id == *id)
+    }
+
+    /// Process one input at time `now_ms`; outputs are pushed to `out`.
+    pub fn handle(&mut self, now_ms: u64, event: InEvent<P>, out: &mut impl Outbox<OutEvent<P>>) {
+        match event {
+            InEvent::Command(c) => self.on_command(now_ms, c, out),
+            InEvent::Message { from, message } => self.on_message(now_ms, from, message, out),
+            InEvent::TimerExpired(t) => self.on_timer(t, out),
+            InEvent::PeerDown(peer) => self.peer_down(peer, out),
+            InEvent::NeighborUp(peer) => {
+                for t in &self.trees {
+                    if t.window.latest > 0 && t.attached() {
+                        let m = Message::Have {
+                            tree: t.id,
+                            latest: t.window.latest,
+                        };
+                        send(out, peer, m);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_command(&mut self, now_ms: u64, command: Command<P>, out: &mut impl Outbox<OutEvent<P>>) {
+        match command {
+            Command::Subscribe(id) => {
+                if self.tree_index(&id).is_some() {
+                    return;
+                }
+                let is_root = id.root == self.me;
+                self.trees.push(Tree {
+                    id,
+                    parent: None,
+                    children: Vec::new(),
+                    token: Vec::new(),
+                    joining: None,
+                    attempts: 0,
+                    redirect_cursor: 0,
+                    since_ms: Some(now_ms.saturating_sub(self.config.catch_up_ms)),
+                    window: Window {
+                        base: 1,
+                        ..Window::default()
+                    },
+                    repair_armed: false,
+                    repair_rounds: 0,
+                    digest_armed: false,
+                    pushed_since_digest: false,
+                    idle_left: 0,
+                    cache: VecDeque::new(),
+                    root: is_root.then(|| {
+                        Box::new(RootState {
+                            next_seq: 1,
+                            recent: VecDeque::new(),
+                        })
+                    }),
+                    pending_publishes: Vec::new(),
+                    known: Vec::new(),
+                });
+                if is_root {
+                    let m = self.me;
+                    out.push(OutEvent::Emit(Event::RouteToken {
+                        tree: id,
+                        member: m,
+                        path: vec![m],
+                    }));
+                } else {
+                    let i = self.trees.len() - 1;
+                    self.start_join(i, id.root, 0, out);
+                }
+            }
+            Command::Unsubscribe(id) => {
+                if let Some(i) = self.tree_index(&id) {
+                    let t = self.trees.swap_remove(i);
+                    for p in t.parent.iter().chain(&t.children) {
+                        send(out, *p, Message::Leave { tree: id });
+                    }
+                }
+            }
+            Command::Publish { tree, payload } => {
+                let Some(i) = self.tree_index(&tree) else {
+                    return emit(out, Event::CommandFailed(CommandError::NotSubscribed));
+                };
+                let seq = self.next_seq;
+                let publication = Arc::new(Publication {
+                    origin: self.me,
+                    timestamp_ms: now_ms,
+                    seq,
+                    payload,
+                });
+                if self.trees[i].root.is_some() {
+                    self.next_seq += 1;
+                    self.sequence(i, publication, out);
+                } else {
+                    if self.trees[i].pending_publishes.len() >= self.config.max_pending_publishes {
+                        return emit(out, Event::CommandFailed(CommandError::Busy));
+                    }
+                    self.next_seq += 1;
+                    self.trees[i].pending_publishes.push(publication.clone());
+                    send(out, tree.root, Message::Publish { tree, publication });
+                    let delay_ms = self.config.publish_timeout_ms;
+                    timer(out, delay_ms, Timer::Publish { tree, seq });
+                }
+            }
+            Command::Unicast {
+                tree,
+                dst,
+                dst_token,
+                id,
+                payload,
+            } => {
+                let Some(src_token) = self.route_token(&tree) else {
+                    return emit(out, Event::UnicastFailed { id });
+                };
+                if self.pending_unicasts.len() >= self.config.max_pending_unicasts {
+                    return emit(out, Event::CommandFailed(CommandError::Busy));
+                }
+                self.pending_unicasts.push(id);
+                timer(out, self.config.unicast_timeout_ms, Timer::Unicast(id));
+                let u = Unicast {
+                    tree,
+                    id,
+                    src: self.me,
+                    src_token,
+                    dst,
+                    dst_token,
+                    hops: 0,
+                    payload: Some(payload),
+                };
+                self.route_unicast(u, out);
+            }
+        }
+    }
+
+    /// Root only: number a publication and push it down.
+    fn sequence(
+        &mut self,
+        i: usize,
+        publication: Arc<Publication<P>>,
+        out: &mut impl Outbox<OutEvent<P>>,
+    ) -> u64 {
+        let dedup_len = self.config.publish_dedup_len;
+        let t = &mut self.trees[i];
+        let Some(root) = t.root.as_mut() else {
+            return 0;
+        };
+        if let Some(&(_, _, s)) = root
+            .recent
+            .iter()
+            .find(|(o, q, _)| *o == publication.origin && *q == publication.seq)
+        {
+            return s;
+        }
+        let tree_seq = root.next_seq;
+        root.next_seq += 1;
+        if root.recent.len() >= dedup_len {
+            root.recent.pop_front();
+        }
+        root.recent
+            .push_back((publication.origin, publication.seq, tree_seq));
+        t.window.mark(tree_seq);
+        let from_origin = publication.origin != self.me;
+        if from_origin {
+            emit(
+                out,
+                Event::Deliver {
+                    tree: t.id,
+                    tree_seq,
+                    hops: 1,
+                    publication: publication.clone(),
+                },
+            );
+        }
+        let hops = u16::from(from_origin);
+        self.store_and_push(i, tree_seq, hops, publication, None, out);
+        tree_seq
+    }
+
+    fn store_and_push(
+        &mut self,
+        i: usize,
+        tree_seq: u64,
+        hops: u16,
+        publication: Arc<Publication<P>>,
+        from: Option<P>,
+        out: &mut impl Outbox<OutEvent<P>>,
+    ) {
+        let cache_len = self.config.cache_len;
+        let t = &mut self.trees[i];
+        if t.cache.len() >= cache_len {
+            t.cache.pop_front();
+        }
+        t.cache.push_back((tree_seq, hops, publication.clone()));
+        let mut pushed = false;
+        for &c in &t.children {
+            if c == publication.origin || Some(c) == from {
+                continue;
+            }
+            pushed = true;
+            let message = Message::Data {
+                tree: t.id,
+                tree_seq,
+                hops: hops + 1,
+                repair: false,
+                publication: publication.clone(),
+            };
+            send(out, c, message);
+        }
+        if pushed {
+            t.pushed_since_digest = true;
+            if !t.digest_armed {
+                t.digest_armed = true;
+                timer(out, self.config.digest_interval_ms, Timer::Digest(t.id));
+            }
+        }
+    }
+
+    fn start_join(
+        &mut self,
+        i: usize,
+        target: P,
+        redirects: u8,
+        out: &mut impl Outbox<OutEvent<P>>,
+    ) {
+        let t = &mut self.trees[i];
+        t.attempts = t.attempts.wrapping_add(1);
+        let attempt = t.attempts;
+        t.joining = Some(Joining { target, attempt });
+        let since_ms = t.since_ms;
+        send(
+            out,
+            target,
+            Message::Join {
+                tree: t.id,
+                since_ms,
+                redirects,
+            },
+        );
+        timer(
+            out,
+            self.config.join_timeout_ms,
+            Timer::JoinTimeout {
+                tree: t.id,
+                attempt,
+            },
+        );
+    }
+
+    fn on_message(
+        &mut self,
+        now_ms: u64,
+        from: P,
+        message: Message<P>,
+        out: &mut impl Outbox<OutEvent<P>>,
+    ) {
+        let _ = now_ms;
+        if from == self.me {
+            return;
+        }
+        if let Message::Unicast(u) = message {
+            return self.on_unicast(from, *u, out);
+        }
+        let tree = match &message {
+            Message::Join { tree, .. }
+            | Message::Accept { tree, .. }
+            | Message::Redirect { tree, .. }
+            | Message::Reject { tree }
+            | Message::Leave { tree }
+            | Message::Token { tree, .. }
+            | Message::Data { tree, .. }
+            | Message::Publish { tree, .. }
+            | Message::PublishAck { tree, .. }
+            | Message::Have { tree, .. }
+            | Message::RepairRequest { tree, .. } => *tree,
+            Message::Unicast(_) => return,
+        };
+        let Some(i) = self.tree_index(&tree) else {
+            match message {
+                Message::Join { .. } => send(out, from, Message::Reject { tree }),
+                Message::Data { repair: false, .. }
+                | Message::Token { .. }
+                | Message::Accept { .. } => send(out, from, Message::Leave { tree }),
+                _ => {}
+            }
+            return;
+        };
+        match message {
+            Message::Join {
+                since_ms,
+                redirects,
+                ..
+            } => self.on_join(i, from, since_ms, redirects, out),
+            Message::Accept {
+                token,
+                start_seq,
+                latest,
+                ..
+            } => self.on_accept(i, from, token, start_seq, latest, out),
+            Message::Redirect { to, redirects, .. } => {
+                let t = &self.trees[i];
+                if t.joining.as_ref().is_some_and(|j| j.target == from) {
+                    if redirects > self.config.max_redirects || to == self.me {
+                        self.start_join(i, tree.root, 0, out);
+                    } else {
+                        self.start_join(i, to, redirects, out);
+                    }
+                }
+            }
+            Message::Reject { .. } => {
+                let t = &self.trees[i];
+                if t.joining.as_ref().is_some_and(|j| j.target == from) && from != tree.root {
+                    self.start_join(i, tree.root, 0, out);
+                }
+                // A rejecting root (the joiner is in its view as an ancestor, a transient state)
+                // is retried by the join timeout.
+            }
+            Message::Leave { .. } => {
+                self.trees[i].children.retain(|c| *c != from);
+            }
+            Message::Token { token, .. } => {
+                if self.trees[i].parent != Some(from) {
+                    return send(out, from, Message::Leave { tree });
+                }
+                self.set_token(i, token, out);
+            }
+            Message::Data {
+                tree_seq,
+                hops,
+                repair,
+                publication,
+                ..
+            } => {
+                let t = &mut self.trees[i];
+                if !repair && t.parent != Some(from) && t.joining.is_none() {
+                    send(out, from, Message::Leave { tree });
+                }
+                self.on_data(i, from, tree_seq, hops, publication, out);
+            }
+            Message::Publish { publication, .. } => {
+                if self.trees[i].root.is_none() {
+                    return;
+                }
+                let seq = publication.seq;
+                let tree_seq = self.sequence(i, publication, out);
+                send(
+                    out,
+                    from,
+                    Message::PublishAck {
+                        tree,
+                        seq,
+                        tree_seq,
+                    },
+                );
+            }
+            Message::PublishAck { seq, tree_seq, .. } => {
+                if from != tree.root {
+                    return;
+                }
+                let t = &mut self.trees[i];
+                if let Some(k) = t.pending_publishes.iter().position(|p| p.seq == seq) {
+                    let publication = t.pending_publishes.swap_remove(k);
+                    if t.window.mark(tree_seq) {
+                        // Keep our own message for repair requests of our children.
+                        self.store_and_push(i, tree_seq, 0, publication, Some(tree.root), out);
+                    }
+                }
+            }
+            Message::Have { latest, .. } => {
+                let t = &mut self.trees[i];
+                if latest > t.window.latest && t.since_ms.is_none() {
+                    t.window.latest = latest;
+                    self.check_gaps(i, out);
+                }
+            }
+            Message::RepairRequest { seqs, .. } => {
+                let t = &self.trees[i];
+                for s in seqs.into_iter().take(self.config.repair_batch) {
+                    if let Some((_, hops, p)) = t.cache.iter().find(|(q, _, _)| *q == s) {
+                        let message = Message::Data {
+                            tree,
+                            tree_seq: s,
+                            hops: hops + 1,
+                            repair: true,
+                            publication: p.clone(),
+                        };
+                        send(out, from, message);
+                    }
+                }
+            }
+            Message::Unicast(_) => {}
+        }
+    }
+
+    fn on_join(
+        &mut self,
+        i: usize,
+        from: P,
+        since_ms: Option<u64>,
+        redirects: u8,
+        out: &mut impl Outbox<OutEvent<P>>,
+    ) {
+        let cap = self.config.child_capacity();
+        let max_token = self.config.max_token_len;
+        let me = self.me;
+        let t = &mut self.trees[i];
+        let tree = t.id;
+        if t.children.contains(&from) {
+            // Our Accept was lost: answer again.
+        } else if !t.attached() || t.token.contains(&from) || t.token.len() + 1 >= max_token {
+            return send(out, from, Message::Reject { tree });
+        } else if t.children.len() >= cap {
+            if t.children.is_empty() {
+                return send(out, from, Message::Reject { tree });
+            }
+            let k = usize::from(t.redirect_cursor) % t.children.len();
+            t.redirect_cursor = t.redirect_cursor.wrapping_add(1);
+            let to = t.children[k];
+            return send(
+                out,
+                from,
+                Message::Redirect {
+                    tree,
+                    to,
+                    redirects: redirects.saturating_add(1),
+                },
+            );
+        } else {
+            t.children.push(from);
+        }
+        let mut token = t.token.clone();
+        token.push(me);
+        // A fresh subscriber starts after the newest cached message older than it asked for.
+        let start_seq = match since_ms {
+            Some(since) => t
+                .cache
+                .iter()
+                .rev()
+                .find(|(_, _, p)| p.timestamp_ms < since)
+                .map(|(s, _, _)| s + 1)
+                .or_else(|| t.cache.front().map(|(s, _, _)| *s))
+                .unwrap_or(t.window.latest + 1),
+            None => 0,
+        };
+        let latest = t.window.latest;
+        send(
+            out,
+            from,
+            Message::Accept {
+                tree,
+                token,
+                start_seq,
+                latest,
+            },
+        );
+    }
+
+    fn on_accept(
+        &mut self,
+        i: usize,
+        from: P,
+        token: Vec<P>,
+        start_seq: u64,
+        latest: u64,
+        out: &mut impl Outbox<OutEvent<P>>,
+    ) {
+        let me = self.me;
+        let t = &mut self.trees[i];
+        let tree = t.id;
+        let expected = t.joining.as_ref().is_some_and(|j| j.target == from);
+        if !expected || token.contains(&me) || token.first() != Some(&tree.root) {
+            if t.parent != Some(from) {
+                send(out, from, Message::Leave { tree });
+            }
+            return;
+        }
+        t.joining = None;
+        t.parent = Some(from);
+        t.repair_rounds = 0;
+        if t.since_ms.take().is_some() {
+            t.window.start_at(start_seq);
+        }
+        t.window.latest = t.window.latest.max(latest);
+        emit(out, Event::Attached { tree, parent: from });
+        self.set_token(i, token, out);
+        self.check_gaps(i, out);
+    }
+
+    fn set_token(&mut self, i: usize, token: Vec<P>, out: &mut impl Outbox<OutEvent<P>>) {
+        let me = self.me;
+        let t = &mut self.trees[i];
+        let tree = t.id;
+        if token.contains(&me) {
+            // We would be our own ancestor: leave and start over at the root.
+            if let Some(p) = t.parent.take() {
+                send(out, p, Message::Leave { tree });
+            }
+            return self.start_join(i, tree.root, 0, out);
+        }
+        let mut own = token.clone();
+        own.push(me);
+        t.token = token;
+        for &c in &t.children {
+            send(
+                out,
+                c,
+                Message::Token {
+                    tree,
+                    token: own.clone(),
+                },
+            );
+        }
+        emit(
+            out,
+            Event::RouteToken {
+                tree,
+                member: me,
+                path: own,
+            },
+        );
+    }
+
+    fn on_data(
+        &mut self,
+        i: usize,
+        from: P,
+        tree_seq: u64,
+        hops: u16,
+        publication: Arc<Publication<P>>,
+        out: &mut impl Outbox<OutEvent<P>>,
+    ) {
+        let t = &mut self.trees[i];
+        if t.since_ms.is_some() || tree_seq == 0 {
+            // Not attached yet: the Accept tells where our stream starts; repair fills in.
+            t.window.latest = t.window.latest.max(tree_seq);
+            return;
+        }
+        if !t.window.mark(tree_seq) {
+            return;
+        }
+        if publication.origin == self.me {
+            // Our own publication came back through repair (its acknowledgement was lost).
+            t.pending_publishes.retain(|p| p.seq != publication.seq);
+            return self.store_and_push(i, tree_seq, 0, publication, Some(from), out);
+        }
+        emit(
+            out,
+            Event::Deliver {
+                tree: t.id,
+                tree_seq,
+                hops,
+                publication: publication.clone(),
+            },
+        );
+        self.store_and_push(i, tree_seq, hops, publication, Some(from), out);
+        self.check_gaps(i, out);
+    }
+
+    fn check_gaps(&mut self, i: usize, out: &mut impl Outbox<OutEvent<P>>) {
+        let t = &mut self.trees[i];
+        if t.repair_armed || t.window.missing(1).is_empty() {
+            return;
+        }
+        t.repair_armed = true;
+        t.repair_rounds = 0;
+        self.send_repair(i, out);
+    }
+
+    fn send_repair(&mut self, i: usize, out: &mut impl Outbox<OutEvent<P>>) {
+        let t = &mut self.trees[i];
+        let seqs = t.window.missing(self.config.repair_batch);
+        if seqs.is_empty() {
+            t.repair_armed = false;
+            return;
+        }
+        let to_root = t.repair_rounds >= self.config.repair_attempts_before_root;
+        let target = match t.parent {
+            Some(p) if t.joining.is_none() && !to_root => Some(p),
+            _ if t.root.is_none() => Some(t.id.root),
+            _ => None,
+        };
+        t.repair_rounds = t.repair_rounds.saturating_add(1);
+        if let Some(to) = target {
+            send(out, to, Message::RepairRequest { tree: t.id, seqs });
+        }
+        timer(out, self.config.repair_interval_ms, Timer::Repair(t.id));
+    }
+
+    fn on_timer(&mut self, timer_ev: Timer<P>, out: &mut impl Outbox<OutEvent<P>>) {
+        match timer_ev {
+            Timer::JoinTimeout { tree, attempt } => {
+                let Some(i) = self.tree_index(&tree) else {
+                    return;
+                };
+                let t = &self.trees[i];
+                if t.joining.as_ref().is_some_and(|j| j.attempt == attempt) {
+                    self.start_join(i, tree.root, 0, out);
+                }
+            }
+            Timer::Repair(tree) => {
+                if let Some(i) = self.tree_index(&tree) {
+                    self.send_repair(i, out);
+                }
+            }
+            Timer::Digest(tree) => {
+                let Some(i) = self.tree_index(&tree) else {
+                    return;
+                };
+                let idle = self.config.idle_digests;
+                let t = &mut self.trees[i];
+                if t.pushed_since_digest {
+                    t.pushed_since_digest = false;
+                    t.idle_left = idle;
+                } else if t.idle_left > 0 {
+                    t.idle_left -= 1;
+                } else {
+                    t.digest_armed = false;
+                    return;
+                }
+                for &c in &t.children {
+                    send(
+                        out,
+                        c,
+                        Message::Have {
+                            tree,
+                            latest: t.window.latest,
+                        },
+                    );
+                }
+                timer(out, self.config.digest_interval_ms, Timer::Digest(tree));
+            }
+            Timer::Publish { tree, seq } => {
+                let Some(i) = self.tree_index(&tree) else {
+                    return;
+                };
+                if let Some(p) = self.trees[i]
+                    .pending_publishes
+                    .iter()
+                    .find(|p| p.seq == seq)
+                {
+                    send(
+                        out,
+                        tree.root,
+                        Message::Publish {
+                            tree,
+                            publication: p.clone(),
+                        },
+                    );
+                    timer(
+                        out,
+                        self.config.publish_timeout_ms,
+                        Timer::Publish { tree, seq },
+                    );
+                }
+            }
+            Timer::Unicast(id) => {
+                if let Some(k) = self.pending_unicasts.iter().position(|x| *x == id) {
+                    self.pending_unicasts.swap_remove(k);
+                    emit(out, Event::UnicastFailed { id });
+                }
+            }
+        }
+    }
+
+    fn peer_down(&mut self, peer: P, out: &mut impl Outbox<OutEvent<P>>) {
+        for i in 0..self.trees.len() {
+            let t = &mut self.trees[i];
+            t.children.retain(|c| *c != peer);
+            t.known.retain(|c| *c != peer);
+            let root = t.id.root;
+            if t.parent == Some(peer) {
+                t.parent = None;
+                // Rejoin through the grandparent, keeping our children.
+                let target = match t.token.len() {
+                    n if n >= 2 => t.token[n - 2],
+                    _ => root,
+                };
+                self.start_join(i, target, 0, out);
+            } else if t.joining.as_ref().is_some_and(|j| j.target == peer) && peer != root {
+                self.start_join(i, root, 0, out);
+            }
+        }
+    }
+
+    fn on_unicast(&mut self, _from: P, mut u: Unicast<P>, out: &mut impl Outbox<OutEvent<P>>) {
+        u.hops = u.hops.saturating_add(1);
+        if u.dst != self.me {
+            return self.route_unicast(u, out);
+        }
+        let view_len = self.config.subscriber_view_len;
+        if let Some(i) = self.tree_index(&u.tree) {
+            let t = &mut self.trees[i];
+            if !t.known.contains(&u.src) {
+                if t.known.len() >= view_len {
+                    t.known.remove(0);
+                }
+                t.known.push(u.src);
+            }
+        }
+        if u.src_token.last() == Some(&u.src) {
+            let path = u.src_token.clone();
+            emit(
+                out,
+                Event::RouteToken {
+                    tree: u.tree,
+                    member: u.src,
+                    path,
+                },
+            );
+        }
+        match u.payload.take() {
+            Some(payload) => {
+                emit(
+                    out,
+                    Event::UnicastReceived {
+                        tree: u.tree,
+                        src: u.src,
+                        hops: u.hops,
+                        payload,
+                    },
+                );
+                let Some(my_token) = self.route_token(&u.tree) else {
+                    return;
+                };
+                let ack = Unicast {
+                    tree: u.tree,
+                    id: u.id,
+                    src: self.me,
+                    src_token: my_token,
+                    dst: u.src,
+                    dst_token: u.src_token,
+                    hops: 0,
+                    payload: None,
+                };
+                self.route_unicast(ack, out);
+            }
+            None => {
+                if let Some(k) = self.pending_unicasts.iter().position(|x| *x == u.id) {
+                    self.pending_unicasts.swap_remove(k);
+                    emit(
+                        out,
+                        Event::UnicastAcked {
+                            id: u.id,
+                            hops: u.hops,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Up to the first ancestor on the destination's token, then down the token.
+    fn route_unicast(&mut self, u: Unicast<P>, out: &mut impl Outbox<OutEvent<P>>) {
+        if u.dst == self.me {
+            return self.on_unicast(self.me, u, out);
+        }
+        let Some(t) = self.tree(&u.tree) else { return };
+        let next = match u.dst_token.iter().position(|p| *p == self.me) {
+            Some(k) => u
+                .dst_token
+                .get(k + 1)
+                .copied()
+                .filter(|n| t.children.contains(n)),
+            None => t.parent,
+        };
+        if let Some(next) = next {
+            send(out, next, Message::Unicast(Box::new(u)));
+        }
+        // No route (stale token or detached): the source's timeout reports the failure.
+    }
+}
+
+fn send<P>(out: &mut impl Outbox<OutEvent<P>>, to: P, message: Message<P>) {
+    out.push(OutEvent::Send { to, message });
+}
+
+fn timer<P>(out: &mut impl Outbox<OutEvent<P>>, delay_ms: u64, timer: Timer<P>) {
+    out.push(OutEvent::ScheduleTimer { delay_ms, timer });
+}
+
+fn emit<P>(out: &mut impl Outbox<OutEvent<P>>, event: Event<P>) {
+    out.push(OutEvent::Emit(event));
+}

@@ -1,0 +1,548 @@
+//! HyParView membership (Leitão, Pereira, Rodrigues, DSN 2007), sans-IO.
+//!
+//! Every node keeps a small *active view* of peers it is connected to (the links every overlay
+//! above uses) and a larger *passive view* of known peers used to repair the active view. Joins
+//! spread with random walks (`ForwardJoin`), active links are set up with a two-way `Neighbor`
+//! handshake whose priority is high when the requester has no active peer left, and a periodic
+//! `Shuffle` walk refreshes passive views. Failures are reported by the transport as
+//! [`InEvent::PeerDown`] (HyParView assumes a reliable, connection-oriented transport: a broken
+//! connection is the failure detector).
+//!
+//! The handshake is two-way (a peer enters the active view only on an accepted reply) so that a
+//! lost message cannot leave one side believing in a link the other side never set up; a request
+//! that times out is cancelled with a `Disconnect` for the same reason.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::rng::Rng;
+use crate::{Outbox, PeerId, WIRE_ID_LEN};
+
+/// Membership configuration. Defaults are the paper's (section 5.1) as used by implementations
+/// such as iroh-gossip; timers are ours.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Active view capacity. Default 5 (HyParView paper: log10(n) + 1 for n = 10,000).
+    pub active_view_capacity: usize,
+    /// Passive view capacity. Default 30 (HyParView paper: k · (log10(n) + 1), k = 6).
+    pub passive_view_capacity: usize,
+    /// Active random walk length (ARWL) of a `ForwardJoin`. Default 6 (paper).
+    pub active_random_walk_length: u8,
+    /// Passive random walk length (PRWL): the hop at which the joiner enters passive views.
+    /// Default 3 (paper).
+    pub passive_random_walk_length: u8,
+    /// Random walk length of a shuffle. Default 6 (paper's ARWL, as in iroh-gossip).
+    pub shuffle_random_walk_length: u8,
+    /// Active peers sent in a shuffle. Default 3 (paper, ka).
+    pub shuffle_active_count: usize,
+    /// Passive peers sent in a shuffle. Default 4 (paper, kp).
+    pub shuffle_passive_count: usize,
+    /// Shuffle period in milliseconds; the first shuffle is at a random offset within one period.
+    /// Default 60,000 (iroh-gossip's default).
+    pub shuffle_interval_ms: u64,
+    /// How long to wait for the reply to a `Neighbor` request before trying another passive
+    /// peer. Default 500 ms (a few round trips on wide-area links).
+    pub neighbor_timeout_ms: u64,
+    /// Back-off before the next repair attempt after every candidate refused. Default 500 ms.
+    pub repair_backoff_ms: u64,
+    /// Retry period of a `Join` while the active view stays empty. Default 1,000 ms.
+    pub join_retry_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            active_view_capacity: 5,
+            passive_view_capacity: 30,
+            active_random_walk_length: 6,
+            passive_random_walk_length: 3,
+            shuffle_random_walk_length: 6,
+            shuffle_active_count: 3,
+            shuffle_passive_count: 4,
+            shuffle_interval_ms: 60_000,
+            neighbor_timeout_ms: 500,
+            repair_backoff_ms: 500,
+            join_retry_ms: 1_000,
+        }
+    }
+}
+
+/// Priority of a `Neighbor` request: high requests are always accepted (the requester has no
+/// active peer left), low ones only when the receiver has a free slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Priority {
+    /// The requester is isolated: accept even if that means dropping a random active peer.
+    High,
+    /// Accept only into a free slot.
+    Low,
+}
+
+/// Membership wire messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message<P> {
+    /// A new node asks the contact to bring it into the overlay.
+    Join,
+    /// A random walk carrying a joiner: it enters the passive view at hop PRWL and the active view
+    /// where the walk ends.
+    ForwardJoin {
+        /// The joining node.
+        peer: P,
+        /// Remaining hops.
+        ttl: u8,
+    },
+    /// Ask the receiver to become an active neighbour.
+    Neighbor {
+        /// Whether the receiver must accept.
+        priority: Priority,
+    },
+    /// Answer to [`Message::Neighbor`].
+    NeighborReply {
+        /// True if the receiver added the sender to its active view.
+        accepted: bool,
+    },
+    /// The sender removed the receiver from its active view (the receiver keeps it as passive).
+    Disconnect,
+    /// A shuffle walk: the origin offers a sample of the peers it knows.
+    Shuffle {
+        /// Node that started the shuffle (the reply goes straight to it).
+        origin: P,
+        /// Remaining hops.
+        ttl: u8,
+        /// Sample offered by the origin (itself, some active and some passive peers).
+        peers: Vec<P>,
+    },
+    /// Answer to a shuffle with a sample of the receiver's passive view.
+    ShuffleReply {
+        /// Sample of passive peers.
+        peers: Vec<P>,
+    },
+}
+
+impl<P> Message<P> {
+    /// Estimated encoded size in bytes with 32-byte node ids (a tag byte, fields, ids).
+    pub fn wire_size(&self) -> usize {
+        1 + match self {
+            Message::Join | Message::Disconnect => 0,
+            Message::ForwardJoin { .. } => WIRE_ID_LEN + 1,
+            Message::Neighbor { .. } | Message::NeighborReply { .. } => 1,
+            Message::Shuffle { peers, .. } => WIRE_ID_LEN + 2 + peers.len() * WIRE_ID_LEN,
+            Message::ShuffleReply { peers } => 1 + peers.len() * WIRE_ID_LEN,
+        }
+    }
+}
+
+/// Timers the membership asks its driver to fire later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Timer<P> {
+    /// Start a shuffle.
+    Shuffle,
+    /// The `Neighbor` request to this peer may have been lost.
+    NeighborTimeout(P),
+    /// Look at the active view and fill free slots from the passive view.
+    Repair,
+    /// Re-send `Join` if the active view is still empty.
+    JoinRetry,
+}
+
+/// Inputs of the membership state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InEvent<P> {
+    /// A message from a peer.
+    Message {
+        /// Sender.
+        from: P,
+        /// The message.
+        message: Message<P>,
+    },
+    /// A timer set earlier expired.
+    TimerExpired(Timer<P>),
+    /// The transport lost the connection to this peer (or could not open one).
+    PeerDown(P),
+    /// Join the overlay through this contact.
+    Join(P),
+}
+
+/// Events the membership reports to the layers above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event<P> {
+    /// A peer entered the active view.
+    NeighborUp(P),
+    /// A peer left the active view.
+    NeighborDown(P),
+}
+
+/// Outputs of the membership state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutEvent<P> {
+    /// Send a message to a peer.
+    Send {
+        /// Receiver.
+        to: P,
+        /// The message.
+        message: Message<P>,
+    },
+    /// Hand `timer` back as [`InEvent::TimerExpired`] after `delay_ms`.
+    ScheduleTimer {
+        /// Delay in milliseconds.
+        delay_ms: u64,
+        /// The timer.
+        timer: Timer<P>,
+    },
+    /// Something the layers above may react to.
+    Emit(Event<P>),
+}
+
+/// HyParView state of one node. Views are small `Vec`s: a node of a million-node simulation costs
+/// a few hundred bytes.
+#[derive(Debug, Clone)]
+pub struct Membership<P> {
+    me: P,
+    config: Arc<Config>,
+    active: Vec<P>,
+    passive: Vec<P>,
+    /// Peers we sent a `Neighbor` request to and wait for.
+    pending: Vec<P>,
+    contact: Option<P>,
+    rng: Rng,
+    shuffle_armed: bool,
+    repair_armed: bool,
+}
+
+impl<P: PeerId> Membership<P> {
+    /// A node `me` with its own seeded random stream.
+    pub fn new(me: P, config: Arc<Config>, rng: Rng) -> Self {
+        Self {
+            me,
+            config,
+            active: Vec::new(),
+            passive: Vec::new(),
+            pending: Vec::new(),
+            contact: None,
+            rng,
+            shuffle_armed: false,
+            repair_armed: false,
+        }
+    }
+
+    /// The active view (connected neighbours).
+    pub fn active_view(&self) -> &[P] {
+        &self.active
+    }
+
+    /// The passive view (known peers used for repair).
+    pub fn passive_view(&self) -> &[P] {
+        &self.passive
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Process one input; outputs are pushed to `out`.
+    pub fn handle(&mut self, event: InEvent<P>, out: &mut impl Outbox<OutEvent<P>>) {
+        match event {
+            InEvent::Join(contact) => self.join(contact, out),
+            InEvent::PeerDown(peer) => self.peer_down(peer, out),
+            InEvent::TimerExpired(timer) => self.on_timer(timer, out),
+            InEvent::Message { from, message } => self.on_message(from, message, out),
+        }
+    }
+
+    fn join(&mut self, contact: P, out: &mut impl Outbox<OutEvent<P>>) {
+        if contact == self.me {
+            // The first node of a network: nothing to join, but keep shuffling once peers arrive.
+            self.arm_shuffle(out);
+            return;
+        }
+        self.contact = Some(contact);
+        send(out, contact, Message::Join);
+        timer(out, self.config.join_retry_ms, Timer::JoinRetry);
+        self.arm_shuffle(out);
+    }
+
+    fn arm_shuffle(&mut self, out: &mut impl Outbox<OutEvent<P>>) {
+        if !self.shuffle_armed {
+            self.shuffle_armed = true;
+            let first =
+                self.rng
+                    .below(self.config.shuffle_interval_ms.max(1) as usize) as u64;
+            timer(out, first + 1, Timer::Shuffle);
+        }
+    }
+
+    fn on_message(&mut self, from: P, message: Message<P>, out: &mut impl Outbox<OutEvent<P>>) {
+        if from == self.me {
+            return;
+        }
+        match message {
+            Message::Join => {
+                for &peer in &self.active {
+                    if peer != from {
+                        let ttl = self.config.active_random_walk_length;
+                        send(out, peer, Message::ForwardJoin { peer: from, ttl });
+                    }
+                }
+                self.request_neighbor(from, Priority::High, out);
+            }
+            Message::ForwardJoin { peer, ttl } => self.on_forward_join(from, peer, ttl, out),
+            Message::Neighbor { priority } => {
+                self.pending.retain(|p| *p != from);
+                let accepted = self.active.contains(&from)
+                    || priority == Priority::High
+                    || self.active.len() < self.config.active_view_capacity;
+                if accepted {
+                    self.add_active(from, out);
+                } else {
+                    self.add_passive(from);
+                }
+                send(out, from, Message::NeighborReply { accepted });
+            }
+            Message::NeighborReply { accepted } => {
+                if !self.pending.contains(&from) {
+                    // Late reply to a request we already cancelled with `Disconnect`.
+                    return;
+                }
+                self.pending.retain(|p| *p != from);
+                if accepted {
+                    self.add_active(from, out);
+                } else {
+                    self.add_passive(from);
+                    self.arm_repair(self.config.repair_backoff_ms, out);
+                }
+            }
+            Message::Disconnect => {
+                self.pending.retain(|p| *p != from);
+                if let Some(i) = self.active.iter().position(|p| *p == from) {
+                    self.active.swap_remove(i);
+                    out.push(OutEvent::Emit(Event::NeighborDown(from)));
+                    self.add_passive(from);
+                    self.repair(out);
+                }
+            }
+            Message::Shuffle { origin, ttl, peers } => {
+                if origin == self.me {
+                    return;
+                }
+                if ttl > 1 && self.active.len() > 1 {
+                    let next = self.random_active_except(&[from, origin]);
+                    if let Some(next) = next {
+                        let ttl = ttl - 1;
+                        send(out, next, Message::Shuffle { origin, ttl, peers });
+                        return;
+                    }
+                }
+                let reply = self.sample_passive(peers.len());
+                send(out, origin, Message::ShuffleReply { peers: reply });
+                for p in peers {
+                    self.add_passive(p);
+                }
+            }
+            Message::ShuffleReply { peers } => {
+                for p in peers {
+                    self.add_passive(p);
+                }
+            }
+        }
+    }
+
+    fn on_forward_join(&mut self, from: P, peer: P, ttl: u8, out: &mut impl Outbox<OutEvent<P>>) {
+        if peer == self.me {
+            return;
+        }
+        if ttl == 0 || self.active.len() <= 1 {
+            self.request_neighbor(peer, Priority::High, out);
+            return;
+        }
+        if ttl == self.config.passive_random_walk_length {
+            self.add_passive(peer);
+        }
+        match self.random_active_except(&[from, peer]) {
+            Some(next) => send(out, next, Message::ForwardJoin { peer, ttl: ttl - 1 }),
+            None => self.request_neighbor(peer, Priority::High, out),
+        }
+    }
+
+    fn on_timer(&mut self, timer: Timer<P>, out: &mut impl Outbox<OutEvent<P>>) {
+        match timer {
+            Timer::Shuffle => {
+                timer_at(out, self.config.shuffle_interval_ms, Timer::Shuffle);
+                let Some(&target) = self.rng.pick(&self.active) else {
+                    return;
+                };
+                let mut peers = vec![self.me];
+                peers.extend(self.sample(&self.active.clone(), self.config.shuffle_active_count));
+                peers.retain(|p| *p != target);
+                peers.extend(self.sample_passive(self.config.shuffle_passive_count));
+                let ttl = self.config.shuffle_random_walk_length;
+                send(
+                    out,
+                    target,
+                    Message::Shuffle {
+                        origin: self.me,
+                        ttl,
+                        peers,
+                    },
+                );
+            }
+            Timer::NeighborTimeout(peer) => {
+                if let Some(i) = self.pending.iter().position(|p| *p == peer) {
+                    self.pending.swap_remove(i);
+                    // Cancel a half-open link in case only our request or its reply was lost.
+                    send(out, peer, Message::Disconnect);
+                    self.passive.retain(|p| *p != peer);
+                    self.repair(out);
+                }
+            }
+            Timer::Repair => {
+                self.repair_armed = false;
+                let isolated =
+                    self.active.is_empty() && self.pending.is_empty() && self.passive.is_empty();
+                if let (true, Some(contact)) = (isolated, self.contact) {
+                    send(out, contact, Message::Join);
+                }
+                self.repair(out);
+            }
+            Timer::JoinRetry => {
+                if self.active.is_empty() {
+                    if let Some(contact) = self.contact {
+                        send(out, contact, Message::Join);
+                    }
+                    self.repair(out);
+                    timer_at(out, self.config.join_retry_ms, Timer::JoinRetry);
+                }
+            }
+        }
+    }
+
+    fn peer_down(&mut self, peer: P, out: &mut impl Outbox<OutEvent<P>>) {
+        self.passive.retain(|p| *p != peer);
+        self.pending.retain(|p| *p != peer);
+        if let Some(i) = self.active.iter().position(|p| *p == peer) {
+            self.active.swap_remove(i);
+            out.push(OutEvent::Emit(Event::NeighborDown(peer)));
+        }
+        self.repair(out);
+    }
+
+    /// Fill free active slots from the passive view, one outstanding request per free slot.
+    fn repair(&mut self, out: &mut impl Outbox<OutEvent<P>>) {
+        while self.active.len() + self.pending.len() < self.config.active_view_capacity {
+            let candidates: Vec<P> = self
+                .passive
+                .iter()
+                .copied()
+                .filter(|p| !self.pending.contains(p))
+                .collect();
+            let Some(&peer) = self.rng.pick(&candidates) else {
+                break;
+            };
+            let priority = if self.active.is_empty() {
+                Priority::High
+            } else {
+                Priority::Low
+            };
+            self.request_neighbor(peer, priority, out);
+        }
+        if self.active.is_empty() && self.pending.is_empty() {
+            // Isolated with nothing to try: knock at the contact again later.
+            self.arm_repair(self.config.join_retry_ms, out);
+        }
+    }
+
+    fn arm_repair(&mut self, delay_ms: u64, out: &mut impl Outbox<OutEvent<P>>) {
+        if !self.repair_armed {
+            self.repair_armed = true;
+            timer(out, delay_ms, Timer::Repair);
+        }
+    }
+
+    fn request_neighbor(
+        &mut self,
+        peer: P,
+        priority: Priority,
+        out: &mut impl Outbox<OutEvent<P>>,
+    ) {
+        if peer == self.me || self.active.contains(&peer) || self.pending.contains(&peer) {
+            return;
+        }
+        self.pending.push(peer);
+        send(out, peer, Message::Neighbor { priority });
+        timer(
+            out,
+            self.config.neighbor_timeout_ms,
+            Timer::NeighborTimeout(peer),
+        );
+    }
+
+    fn add_active(&mut self, peer: P, out: &mut impl Outbox<OutEvent<P>>) {
+        if peer == self.me || self.active.contains(&peer) {
+            return;
+        }
+        self.passive.retain(|p| *p != peer);
+        if self.active.len() >= self.config.active_view_capacity {
+            let i = self.rng.below(self.active.len());
+            let victim = self.active.swap_remove(i);
+            send(out, victim, Message::Disconnect);
+            out.push(OutEvent::Emit(Event::NeighborDown(victim)));
+            self.add_passive(victim);
+        }
+        self.active.push(peer);
+        out.push(OutEvent::Emit(Event::NeighborUp(peer)));
+    }
+
+    fn add_passive(&mut self, peer: P) {
+        if peer == self.me || self.active.contains(&peer) || self.passive.contains(&peer) {
+            return;
+        }
+        if self.passive.len() >= self.config.passive_view_capacity {
+            let i = self.rng.below(self.passive.len());
+            self.passive.swap_remove(i);
+        }
+        self.passive.push(peer);
+    }
+
+    fn random_active_except(&mut self, except: &[P]) -> Option<P> {
+        let n = self.active.iter().filter(|p| !except.contains(p)).count();
+        let k = self.rng.below(n);
+        self.active
+            .iter()
+            .copied()
+            .filter(|p| !except.contains(p))
+            .nth(k)
+    }
+
+    fn sample_passive(&mut self, k: usize) -> Vec<P> {
+        let passive = std::mem::take(&mut self.passive);
+        let s = self.sample(&passive, k);
+        self.passive = passive;
+        s
+    }
+
+    fn sample(&mut self, from: &[P], k: usize) -> Vec<P> {
+        let mut idx: Vec<usize> = (0..from.len()).collect();
+        let mut outv = Vec::with_capacity(k.min(from.len()));
+        while outv.len() < k && !idx.is_empty() {
+            let i = self.rng.below(idx.len());
+            let j = idx.swap_remove(i);
+            if let Some(p) = from.get(j) {
+                outv.push(*p);
+            }
+        }
+        outv
+    }
+}
+
+fn send<P>(out: &mut impl Outbox<OutEvent<P>>, to: P, message: Message<P>) {
+    out.push(OutEvent::Send { to, message });
+}
+
+fn timer<P>(out: &mut impl Outbox<OutEvent<P>>, delay_ms: u64, timer: Timer<P>) {
+    out.push(OutEvent::ScheduleTimer { delay_ms, timer });
+}
+
+fn timer_at<P>(out: &mut impl Outbox<OutEvent<P>>, delay_ms: u64, t: Timer<P>) {
+    timer(out, delay_ms, t);
+}
