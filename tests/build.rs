@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    routefabric_wasm_build::build_plugins(&["probe-v1", "probe-v2"]);
+}

@@ -1,0 +1,27 @@
+//! The first-party plugins, built for `wasm32-wasip2` by this crate's build script and embedded as
+//! bytes, so the node runs with them out of the box. A plugin folder given to the node overrides
+//! them by plugin name.
+
+/// A plugin component carried inside the binary.
+#[derive(Debug, Clone, Copy)]
+pub struct BuiltinPlugin {
+    /// The file name it would have in a plugin folder.
+    pub file_name: &'static str,
+    /// The component's bytes.
+    pub bytes: &'static [u8],
+}
+
+/// `static-routes`: a proof source from a configured table plus one-hop neighbour routes.
+pub const STATIC_ROUTES: BuiltinPlugin = BuiltinPlugin {
+    file_name: "static-routes.wasm",
+    bytes: include_bytes!(concat!(env!("OUT_DIR"), "/static_routes.wasm")),
+};
+
+/// `lowest-cost`: the default routing policy.
+pub const LOWEST_COST: BuiltinPlugin = BuiltinPlugin {
+    file_name: "lowest-cost.wasm",
+    bytes: include_bytes!(concat!(env!("OUT_DIR"), "/lowest_cost.wasm")),
+};
+
+/// Every built-in plugin.
+pub const ALL: &[BuiltinPlugin] = &[STATIC_ROUTES, LOWEST_COST];

@@ -1,1 +1,44 @@
-fn main() {}
+//! `routefabric`: the node binary. It is the only crate that knows every layer (core, runtime and,
+//! later, the network); each subcommand is a thin driver over them.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod plugin_cmd;
+
+/// A peer-to-peer node whose routing knowledge comes from WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "routefabric", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect, list and export plugins.
+    #[command(subcommand)]
+    Plugin(plugin_cmd::PluginCommand),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Plugin(command) => plugin_cmd::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Test fixture `probe`, generation 1 (see `../probe.rs`).
+#![allow(missing_docs)]
+
+/// Which build of the fixture this is; shows in every answer's cost.
+pub const GENERATION: u32 = 1;
+
+include!("../../probe.rs");
