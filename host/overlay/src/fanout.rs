@@ -66,9 +66,13 @@ pub struct Config {
     /// Expected stream rate of one tree in bytes per second; children are capped at
     /// `upload_budget / stream_rate`. Default 30,720 (30 msg/s of 1 KiB).
     pub stream_bytes_per_s: u64,
-    /// Time to wait for an answer to a join request before trying the root again. Default 500 ms.
+    /// Time to wait for an answer to a join request before trying the root again; doubled after
+    /// each unanswered attempt (up to 16×). Default 500 ms: a join forwarded down five levels of
+    /// 50 ms links is answered within 350 ms. Networks with short links and loss want less (the
+    /// `churn-loss` scenario uses 200 ms).
     pub join_timeout_ms: u64,
-    /// Redirects a join may follow before it starts over at the root. Default 32.
+    /// Times a join may be forwarded before it is refused (the joiner starts over at the root).
+    /// Default 32.
     pub max_redirects: u8,
     /// Period of pull-repair requests while sequence numbers are missing. Default 200 ms
     /// (Peerbit's repair period).
@@ -163,19 +167,29 @@ pub struct Unicast<P> {
 /// Fanout wire messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message<P> {
-    /// Ask to become a child.
+    /// Ask to become a child. A full member forwards it to one of its children (round-robin),
+    /// so it travels down to a free slot near the root; the member that takes the joiner answers
+    /// it directly.
     Join {
         /// Tree.
         tree: TreeId<P>,
+        /// The node that wants a parent.
+        joiner: P,
+        /// Joiner's attempt number, echoed in the answer (stale answers are ignored).
+        attempt: u16,
         /// For a fresh subscriber: the time from which it wants messages.
         since_ms: Option<u64>,
-        /// Redirects followed so far.
+        /// For a rejoining member: the first sequence number it misses.
+        from_seq: u64,
+        /// Times the request was forwarded so far.
         redirects: u8,
     },
-    /// The sender is now the receiver's parent.
+    /// The sender is now the receiver's parent. Cached messages the joiner misses follow.
     Accept {
         /// Tree.
         tree: TreeId<P>,
+        /// The joiner's attempt number.
+        attempt: u16,
         /// The parent's route token (root → parent).
         token: Vec<P>,
         /// First sequence number the child should expect (meaningful for a fresh subscriber).
@@ -183,19 +197,12 @@ pub enum Message<P> {
         /// Newest sequence number the parent knows of.
         latest: u64,
     },
-    /// Full: try this member (one of the sender's children).
-    Redirect {
-        /// Tree.
-        tree: TreeId<P>,
-        /// Where to ask next.
-        to: P,
-        /// Redirects followed so far, this one included.
-        redirects: u8,
-    },
-    /// Not a member, detached, or the joiner is an ancestor: ask someone else.
+    /// Not a member, detached, or the joiner is an ancestor: ask the root.
     Reject {
         /// Tree.
         tree: TreeId<P>,
+        /// The joiner's attempt number.
+        attempt: u16,
     },
     /// The sender is no longer the receiver's child (or never was).
     Leave {
@@ -262,10 +269,10 @@ impl<P> Message<P> {
         const TREE: usize = 8 + WIRE_ID_LEN;
         1 + TREE
             + match self {
-                Message::Join { .. } => 10,
-                Message::Accept { token, .. } => 16 + token.len() * WIRE_ID_LEN,
-                Message::Redirect { .. } => WIRE_ID_LEN + 1,
-                Message::Reject { .. } | Message::Leave { .. } => 0,
+                Message::Join { .. } => WIRE_ID_LEN + 2 + 9 + 8 + 1,
+                Message::Accept { token, .. } => 2 + 16 + token.len() * WIRE_ID_LEN,
+                Message::Reject { .. } => 2,
+                Message::Leave { .. } => 0,
                 Message::Token { token, .. } => 1 + token.len() * WIRE_ID_LEN,
                 Message::Data { publication, .. } => {
                     8 + 2 + 1 + WIRE_ID_LEN + 16 + 64 + publication.payload.len()
@@ -307,7 +314,12 @@ pub enum Timer<P> {
         attempt: u16,
     },
     /// Send the next repair request if something is still missing.
-    Repair(TreeId<P>),
+    Repair {
+        /// Tree.
+        tree: TreeId<P>,
+        /// Repair round the timer belongs to (stale timers are ignored).
+        round: u16,
+    },
     /// Send a `Have` digest to the children.
     Digest(TreeId<P>),
     /// Re-send a publication the root has not acknowledged.
@@ -466,6 +478,9 @@ struct Window {
     latest: u64,
 }
 
+/// Smallest retransmission timeout of a repair request, in ms.
+pub const MIN_REPAIR_RTO_MS: u64 = 40;
+
 /// Width of the receive window (sequence numbers a member can still repair).
 pub const WINDOW: u64 = 128;
 
@@ -511,6 +526,16 @@ impl Window {
     }
 }
 
+/// A join request as it travels down the tree.
+#[derive(Debug, Clone, Copy)]
+struct JoinRequest<P> {
+    joiner: P,
+    attempt: u16,
+    since_ms: Option<u64>,
+    from_seq: u64,
+    redirects: u8,
+}
+
 #[derive(Debug, Clone)]
 struct Joining<P> {
     target: P,
@@ -533,11 +558,17 @@ struct Tree<P> {
     token: Vec<P>,
     joining: Option<Joining<P>>,
     attempts: u16,
+    join_tries: u8,
     redirect_cursor: u16,
     since_ms: Option<u64>,
     window: Window,
     repair_armed: bool,
     repair_rounds: u8,
+    repair_round_id: u16,
+    /// When the outstanding repair request left (0: none), for the round-trip estimate.
+    repair_sent_at: u64,
+    /// Smoothed round-trip time to the repair target in ms (0: no sample yet).
+    srtt_ms: u32,
     digest_armed: bool,
     pushed_since_digest: bool,
     idle_left: u8,
@@ -563,6 +594,7 @@ pub struct Fanout<P> {
     trees: Vec<Tree<P>>,
     next_seq: u64,
     pending_unicasts: Vec<u64>,
+    now_ms: u64,
 }
 
 impl<P: PeerId> Fanout<P> {
@@ -574,6 +606,7 @@ impl<P: PeerId> Fanout<P> {
             trees: Vec::new(),
             next_seq: 1,
             pending_unicasts: Vec::new(),
+            now_ms: 0,
         }
     }
 
@@ -642,6 +675,7 @@ impl<P: PeerId> Fanout<P> {
 
     /// Process one input at time `now_ms`; outputs are pushed to `out`.
     pub fn handle(&mut self, now_ms: u64, event: InEvent<P>, out: &mut impl Outbox<OutEvent<P>>) {
+        self.now_ms = now_ms;
         match event {
             InEvent::Command(c) => self.on_command(now_ms, c, out),
             InEvent::Message { from, message } => self.on_message(now_ms, from, message, out),
@@ -675,6 +709,7 @@ impl<P: PeerId> Fanout<P> {
                     token: Vec::new(),
                     joining: None,
                     attempts: 0,
+                    join_tries: 0,
                     redirect_cursor: 0,
                     since_ms: Some(now_ms.saturating_sub(self.config.catch_up_ms)),
                     window: Window {
@@ -683,6 +718,9 @@ impl<P: PeerId> Fanout<P> {
                     },
                     repair_armed: false,
                     repair_rounds: 0,
+                    repair_round_id: 0,
+                    repair_sent_at: 0,
+                    srtt_ms: 0,
                     digest_armed: false,
                     pushed_since_digest: false,
                     idle_left: 0,
@@ -705,7 +743,7 @@ impl<P: PeerId> Fanout<P> {
                     }));
                 } else {
                     let i = self.trees.len() - 1;
-                    self.start_join(i, id.root, 0, out);
+                    self.start_join(i, id.root, out);
                 }
             }
             Command::Unsubscribe(id) => {
@@ -854,30 +892,27 @@ impl<P: PeerId> Fanout<P> {
         }
     }
 
-    fn start_join(
-        &mut self,
-        i: usize,
-        target: P,
-        redirects: u8,
-        out: &mut impl Outbox<OutEvent<P>>,
-    ) {
+    fn start_join(&mut self, i: usize, target: P, out: &mut impl Outbox<OutEvent<P>>) {
+        let me = self.me;
         let t = &mut self.trees[i];
         t.attempts = t.attempts.wrapping_add(1);
+        t.join_tries = t.join_tries.saturating_add(1);
         let attempt = t.attempts;
+        // Back off exponentially: a deep tree or a busy root answers late, not never.
+        let timeout = self.config.join_timeout_ms << (t.join_tries - 1).min(4);
         t.joining = Some(Joining { target, attempt });
-        let since_ms = t.since_ms;
-        send(
-            out,
-            target,
-            Message::Join {
-                tree: t.id,
-                since_ms,
-                redirects,
-            },
-        );
+        let message = Message::Join {
+            tree: t.id,
+            joiner: me,
+            attempt,
+            since_ms: t.since_ms,
+            from_seq: t.window.base,
+            redirects: 0,
+        };
+        send(out, target, message);
         timer(
             out,
-            self.config.join_timeout_ms,
+            timeout,
             Timer::JoinTimeout {
                 tree: t.id,
                 attempt,
@@ -892,7 +927,6 @@ impl<P: PeerId> Fanout<P> {
         message: Message<P>,
         out: &mut impl Outbox<OutEvent<P>>,
     ) {
-        let _ = now_ms;
         if from == self.me {
             return;
         }
@@ -902,8 +936,7 @@ impl<P: PeerId> Fanout<P> {
         let tree = match &message {
             Message::Join { tree, .. }
             | Message::Accept { tree, .. }
-            | Message::Redirect { tree, .. }
-            | Message::Reject { tree }
+            | Message::Reject { tree, .. }
             | Message::Leave { tree }
             | Message::Token { tree, .. }
             | Message::Data { tree, .. }
@@ -915,7 +948,9 @@ impl<P: PeerId> Fanout<P> {
         };
         let Some(i) = self.tree_index(&tree) else {
             match message {
-                Message::Join { .. } => send(out, from, Message::Reject { tree }),
+                Message::Join {
+                    joiner, attempt, ..
+                } => send(out, joiner, Message::Reject { tree, attempt }),
                 Message::Data { repair: false, .. }
                 | Message::Token { .. }
                 | Message::Accept { .. } => send(out, from, Message::Leave { tree }),
@@ -925,33 +960,38 @@ impl<P: PeerId> Fanout<P> {
         };
         match message {
             Message::Join {
+                joiner,
+                attempt,
                 since_ms,
+                from_seq,
                 redirects,
                 ..
-            } => self.on_join(i, from, since_ms, redirects, out),
+            } => {
+                let request = JoinRequest {
+                    joiner,
+                    attempt,
+                    since_ms,
+                    from_seq,
+                    redirects,
+                };
+                self.on_join(i, request, out)
+            }
             Message::Accept {
+                attempt,
                 token,
                 start_seq,
                 latest,
                 ..
-            } => self.on_accept(i, from, token, start_seq, latest, out),
-            Message::Redirect { to, redirects, .. } => {
+            } => self.on_accept(i, from, attempt, token, start_seq, latest, out),
+            Message::Reject { attempt, .. } => {
                 let t = &self.trees[i];
-                if t.joining.as_ref().is_some_and(|j| j.target == from) {
-                    if redirects > self.config.max_redirects || to == self.me {
-                        self.start_join(i, tree.root, 0, out);
-                    } else {
-                        self.start_join(i, to, redirects, out);
+                if let Some(j) = t.joining.as_ref().filter(|j| j.attempt == attempt) {
+                    // Start over at the root, unless that is where we asked (then the join
+                    // timeout retries: a root refuses only in passing states).
+                    if j.target != tree.root {
+                        self.start_join(i, tree.root, out);
                     }
                 }
-            }
-            Message::Reject { .. } => {
-                let t = &self.trees[i];
-                if t.joining.as_ref().is_some_and(|j| j.target == from) && from != tree.root {
-                    self.start_join(i, tree.root, 0, out);
-                }
-                // A rejecting root (the joiner is in its view as an ancestor, a transient state)
-                // is retried by the join timeout.
             }
             Message::Leave { .. } => {
                 self.trees[i].children.retain(|c| *c != from);
@@ -970,8 +1010,24 @@ impl<P: PeerId> Fanout<P> {
                 ..
             } => {
                 let t = &mut self.trees[i];
-                if !repair && t.parent != Some(from) && t.joining.is_none() {
-                    send(out, from, Message::Leave { tree });
+                if repair && t.repair_sent_at > 0 {
+                    let sample = u32::try_from(now_ms.saturating_sub(t.repair_sent_at))
+                        .unwrap_or(u32::MAX)
+                        .max(1);
+                    t.srtt_ms = if t.srtt_ms == 0 {
+                        sample
+                    } else {
+                        (7 * t.srtt_ms + sample) / 8
+                    };
+                    t.repair_sent_at = 0;
+                }
+                if !repair && t.parent != Some(from) {
+                    match &t.joining {
+                        None => send(out, from, Message::Leave { tree }),
+                        // `from` took us as a child but its Accept was lost: ask it again.
+                        Some(j) if j.target != from => self.start_join(i, from, out),
+                        Some(_) => {}
+                    }
                 }
                 self.on_data(i, from, tree_seq, hops, publication, out);
             }
@@ -1008,7 +1064,13 @@ impl<P: PeerId> Fanout<P> {
                 let t = &mut self.trees[i];
                 if latest > t.window.latest && t.since_ms.is_none() {
                     t.window.latest = latest;
-                    self.check_gaps(i, out);
+                    if t.parent == Some(from) {
+                        // The parent's digest follows its data on the same link: a gap is a loss.
+                        self.check_gaps(i, out);
+                    } else {
+                        // A neighbour may be ahead of our parent: give the data time to arrive.
+                        self.arm_repair_later(i, out);
+                    }
                 }
             }
             Message::RepairRequest { seqs, .. } => {
@@ -1030,73 +1092,103 @@ impl<P: PeerId> Fanout<P> {
         }
     }
 
-    fn on_join(
-        &mut self,
-        i: usize,
-        from: P,
-        since_ms: Option<u64>,
-        redirects: u8,
-        out: &mut impl Outbox<OutEvent<P>>,
-    ) {
+    fn on_join(&mut self, i: usize, mut r: JoinRequest<P>, out: &mut impl Outbox<OutEvent<P>>) {
         let cap = self.config.child_capacity();
         let max_token = self.config.max_token_len;
+        let max_redirects = self.config.max_redirects;
+        let batch = self.config.repair_batch;
         let me = self.me;
         let t = &mut self.trees[i];
         let tree = t.id;
-        if t.children.contains(&from) {
+        let joiner = r.joiner;
+        if let (Some(since), true) = (r.since_ms, t.root.is_some()) {
+            // The root holds every recent message: it turns the subscription time into the first
+            // sequence number once, for whichever member ends up taking the joiner.
+            r.from_seq = start_seq_for(t, since);
+            r.since_ms = None;
+        }
+        if joiner == me {
+            return;
+        }
+        if t.children.contains(&joiner) {
             // Our Accept was lost: answer again.
-        } else if !t.attached() || t.token.contains(&from) || t.token.len() + 1 >= max_token {
-            return send(out, from, Message::Reject { tree });
+        } else if !t.attached() || t.token.contains(&joiner) || t.token.len() + 1 >= max_token {
+            return send(
+                out,
+                joiner,
+                Message::Reject {
+                    tree,
+                    attempt: r.attempt,
+                },
+            );
         } else if t.children.len() >= cap {
-            if t.children.is_empty() {
-                return send(out, from, Message::Reject { tree });
+            if r.redirects >= max_redirects {
+                return send(
+                    out,
+                    joiner,
+                    Message::Reject {
+                        tree,
+                        attempt: r.attempt,
+                    },
+                );
             }
             let k = usize::from(t.redirect_cursor) % t.children.len();
             t.redirect_cursor = t.redirect_cursor.wrapping_add(1);
             let to = t.children[k];
-            return send(
-                out,
-                from,
-                Message::Redirect {
-                    tree,
-                    to,
-                    redirects: redirects.saturating_add(1),
-                },
-            );
+            let message = Message::Join {
+                tree,
+                joiner,
+                attempt: r.attempt,
+                since_ms: r.since_ms,
+                from_seq: r.from_seq,
+                redirects: r.redirects.saturating_add(1),
+            };
+            return send(out, to, message);
         } else {
-            t.children.push(from);
+            t.children.push(joiner);
         }
         let mut token = t.token.clone();
         token.push(me);
-        // A fresh subscriber starts after the newest cached message older than it asked for.
-        let start_seq = match since_ms {
-            Some(since) => t
-                .cache
-                .iter()
-                .rev()
-                .find(|(_, _, p)| p.timestamp_ms < since)
-                .map(|(s, _, _)| s + 1)
-                .or_else(|| t.cache.front().map(|(s, _, _)| *s))
-                .unwrap_or(t.window.latest + 1),
-            None => 0,
+        let start_seq = match r.since_ms {
+            Some(since) => start_seq_for(t, since),
+            None => r.from_seq,
         };
         let latest = t.window.latest;
         send(
             out,
-            from,
+            joiner,
             Message::Accept {
                 tree,
+                attempt: r.attempt,
                 token,
                 start_seq,
                 latest,
             },
         );
+        // Catch-up: what the joiner misses follows the Accept on the same link.
+        for (s, hops, p) in t
+            .cache
+            .iter()
+            .filter(|(s, _, _)| *s >= start_seq)
+            .take(batch)
+        {
+            let message = Message::Data {
+                tree,
+                tree_seq: *s,
+                hops: hops + 1,
+                repair: true,
+                publication: p.clone(),
+            };
+            send(out, joiner, message);
+        }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_accept(
         &mut self,
         i: usize,
         from: P,
+        attempt: u16,
         token: Vec<P>,
         start_seq: u64,
         latest: u64,
@@ -1105,7 +1197,9 @@ impl<P: PeerId> Fanout<P> {
         let me = self.me;
         let t = &mut self.trees[i];
         let tree = t.id;
-        let expected = t.joining.as_ref().is_some_and(|j| j.target == from);
+        // Any answer while we look for a parent will do, even one to an attempt we gave up on.
+        let _ = attempt;
+        let expected = t.joining.is_some();
         if !expected || token.contains(&me) || token.first() != Some(&tree.root) {
             if t.parent != Some(from) {
                 send(out, from, Message::Leave { tree });
@@ -1113,6 +1207,7 @@ impl<P: PeerId> Fanout<P> {
             return;
         }
         t.joining = None;
+        t.join_tries = 0;
         t.parent = Some(from);
         t.repair_rounds = 0;
         if t.since_ms.take().is_some() {
@@ -1121,7 +1216,10 @@ impl<P: PeerId> Fanout<P> {
         t.window.latest = t.window.latest.max(latest);
         emit(out, Event::Attached { tree, parent: from });
         self.set_token(i, token, out);
-        self.check_gaps(i, out);
+        // The catch-up follows the Accept: look for gaps only after it had time to arrive.
+        if latest > 0 {
+            self.arm_repair_later(i, out);
+        }
     }
 
     fn set_token(&mut self, i: usize, token: Vec<P>, out: &mut impl Outbox<OutEvent<P>>) {
@@ -1133,7 +1231,7 @@ impl<P: PeerId> Fanout<P> {
             if let Some(p) = t.parent.take() {
                 send(out, p, Message::Leave { tree });
             }
-            return self.start_join(i, tree.root, 0, out);
+            return self.start_join(i, tree.root, out);
         }
         let mut own = token.clone();
         own.push(me);
@@ -1194,17 +1292,48 @@ impl<P: PeerId> Fanout<P> {
         self.check_gaps(i, out);
     }
 
+    fn arm_repair_later(&mut self, i: usize, out: &mut impl Outbox<OutEvent<P>>) {
+        let delay = self.config.repair_interval_ms;
+        let t = &mut self.trees[i];
+        if !t.repair_armed {
+            t.repair_armed = true;
+            t.repair_rounds = 0;
+            t.repair_round_id = t.repair_round_id.wrapping_add(1);
+            let round = t.repair_round_id;
+            timer(out, delay, Timer::Repair { tree: t.id, round });
+        }
+    }
+
     fn check_gaps(&mut self, i: usize, out: &mut impl Outbox<OutEvent<P>>) {
         let t = &mut self.trees[i];
-        if t.repair_armed || t.window.missing(1).is_empty() {
+        let missing = !t.window.missing(1).is_empty();
+        if !missing {
+            // Settled: a pending repair timer becomes stale.
+            t.repair_armed = false;
+            return;
+        }
+        if t.repair_armed {
             return;
         }
         t.repair_armed = true;
         t.repair_rounds = 0;
+        t.repair_round_id = t.repair_round_id.wrapping_add(1);
         self.send_repair(i, out);
     }
 
+    /// Retransmission timeout of a repair request: twice the smoothed round trip plus a margin
+    /// (TCP's rule of thumb), within [`MIN_REPAIR_RTO_MS`, `repair_interval_ms`].
+    fn repair_rto(&self, t: &Tree<P>) -> u64 {
+        let max = self.config.repair_interval_ms;
+        if t.srtt_ms == 0 {
+            return max;
+        }
+        (2 * u64::from(t.srtt_ms) + 20).clamp(MIN_REPAIR_RTO_MS.min(max), max)
+    }
+
     fn send_repair(&mut self, i: usize, out: &mut impl Outbox<OutEvent<P>>) {
+        let rto = self.repair_rto(&self.trees[i]);
+        let now = self.now_ms;
         let t = &mut self.trees[i];
         let seqs = t.window.missing(self.config.repair_batch);
         if seqs.is_empty() {
@@ -1219,9 +1348,11 @@ impl<P: PeerId> Fanout<P> {
         };
         t.repair_rounds = t.repair_rounds.saturating_add(1);
         if let Some(to) = target {
+            t.repair_sent_at = now;
             send(out, to, Message::RepairRequest { tree: t.id, seqs });
         }
-        timer(out, self.config.repair_interval_ms, Timer::Repair(t.id));
+        let round = t.repair_round_id;
+        timer(out, rto, Timer::Repair { tree: t.id, round });
     }
 
     fn on_timer(&mut self, timer_ev: Timer<P>, out: &mut impl Outbox<OutEvent<P>>) {
@@ -1232,12 +1363,15 @@ impl<P: PeerId> Fanout<P> {
                 };
                 let t = &self.trees[i];
                 if t.joining.as_ref().is_some_and(|j| j.attempt == attempt) {
-                    self.start_join(i, tree.root, 0, out);
+                    self.start_join(i, tree.root, out);
                 }
             }
-            Timer::Repair(tree) => {
+            Timer::Repair { tree, round } => {
                 if let Some(i) = self.tree_index(&tree) {
-                    self.send_repair(i, out);
+                    let t = &self.trees[i];
+                    if t.repair_armed && t.repair_round_id == round {
+                        self.send_repair(i, out);
+                    }
                 }
             }
             Timer::Digest(tree) => {
@@ -1313,9 +1447,9 @@ impl<P: PeerId> Fanout<P> {
                     n if n >= 2 => t.token[n - 2],
                     _ => root,
                 };
-                self.start_join(i, target, 0, out);
+                self.start_join(i, target, out);
             } else if t.joining.as_ref().is_some_and(|j| j.target == peer) && peer != root {
-                self.start_join(i, root, 0, out);
+                self.start_join(i, root, out);
             }
         }
     }
@@ -1406,6 +1540,18 @@ impl<P: PeerId> Fanout<P> {
         }
         // No route (stale token or detached): the source's timeout reports the failure.
     }
+}
+
+/// First sequence number a subscriber that joined at `since_ms` should receive: after the newest
+/// cached message published before it (best effort when the cache does not reach back that far).
+fn start_seq_for<P: PeerId>(t: &Tree<P>, since_ms: u64) -> u64 {
+    t.cache
+        .iter()
+        .rev()
+        .find(|(_, _, p)| p.timestamp_ms < since_ms)
+        .map(|(s, _, _)| s + 1)
+        .or_else(|| t.cache.front().map(|(s, _, _)| *s))
+        .unwrap_or(t.window.latest + 1)
 }
 
 fn send<P>(out: &mut impl Outbox<OutEvent<P>>, to: P, message: Message<P>) {

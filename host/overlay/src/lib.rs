@@ -107,7 +107,7 @@ impl<P> From<fanout::Message<P>> for Message<P> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Timer<P> {
     /// Membership layer.
-    Membership(membership::Timer<P>),
+    Membership(membership::Timer),
     /// Fanout layer.
     Fanout(fanout::Timer<P>),
 }
@@ -294,18 +294,17 @@ impl<P: PeerId> Node<P> {
         out: &mut Vec<OutEvent<P>>,
     ) {
         let start = out.len();
-        self.membership.handle(event, out);
+        self.membership.handle(now_ms, event, out);
         // A neighbour that just came up gets a digest of our trees.
-        let ups: Vec<P> = out[start..]
-            .iter()
-            .filter_map(|e| match e {
-                OutEvent::Emit(Event::Membership(membership::Event::NeighborUp(p))) => Some(*p),
-                _ => None,
-            })
-            .collect();
-        for p in ups {
-            self.fanout
-                .handle(now_ms, fanout::InEvent::NeighborUp(p), out);
+        let end = out.len();
+        for k in start..end {
+            if let Some(OutEvent::Emit(Event::Membership(membership::Event::NeighborUp(p)))) =
+                out.get(k)
+            {
+                let p = *p;
+                self.fanout
+                    .handle(now_ms, fanout::InEvent::NeighborUp(p), out);
+            }
         }
     }
 }

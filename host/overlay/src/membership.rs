@@ -45,7 +45,9 @@ pub struct Config {
     /// How long to wait for the reply to a `Neighbor` request before trying another passive
     /// peer. Default 500 ms (a few round trips on wide-area links).
     pub neighbor_timeout_ms: u64,
-    /// Back-off before the next repair attempt after every candidate refused. Default 500 ms.
+    /// Back-off before the next repair attempt after a passive peer refused a low-priority
+    /// request. Default 5,000 ms: a node that still has active peers is not in danger, and
+    /// retrying faster only makes full nodes refuse more often.
     pub repair_backoff_ms: u64,
     /// Retry period of a `Join` while the active view stays empty. Default 1,000 ms.
     pub join_retry_ms: u64,
@@ -63,7 +65,7 @@ impl Default for Config {
             shuffle_passive_count: 4,
             shuffle_interval_ms: 60_000,
             neighbor_timeout_ms: 500,
-            repair_backoff_ms: 500,
+            repair_backoff_ms: 5_000,
             join_retry_ms: 1_000,
         }
     }
@@ -135,11 +137,12 @@ impl<P> Message<P> {
 
 /// Timers the membership asks its driver to fire later.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Timer<P> {
+pub enum Timer {
     /// Start a shuffle.
     Shuffle,
-    /// The `Neighbor` request to this peer may have been lost.
-    NeighborTimeout(P),
+    /// Expire `Neighbor` requests that got no answer in time. One timer covers every request
+    /// outstanding at a node (a timer per request would double the events of a join burst).
+    NeighborSweep,
     /// Look at the active view and fill free slots from the passive view.
     Repair,
     /// Re-send `Join` if the active view is still empty.
@@ -157,7 +160,7 @@ pub enum InEvent<P> {
         message: Message<P>,
     },
     /// A timer set earlier expired.
-    TimerExpired(Timer<P>),
+    TimerExpired(Timer),
     /// The transport lost the connection to this peer (or could not open one).
     PeerDown(P),
     /// Join the overlay through this contact.
@@ -188,7 +191,7 @@ pub enum OutEvent<P> {
         /// Delay in milliseconds.
         delay_ms: u64,
         /// The timer.
-        timer: Timer<P>,
+        timer: Timer,
     },
     /// Something the layers above may react to.
     Emit(Event<P>),
@@ -202,8 +205,11 @@ pub struct Membership<P> {
     config: Arc<Config>,
     active: Vec<P>,
     passive: Vec<P>,
-    /// Peers we sent a `Neighbor` request to and wait for.
-    pending: Vec<P>,
+    /// Peers we sent a `Neighbor` request to, with the time the request expires.
+    pending: Vec<(P, u64)>,
+    /// When the armed `NeighborSweep` fires (0: not armed).
+    sweep_at: u64,
+    now_ms: u64,
     contact: Option<P>,
     rng: Rng,
     shuffle_armed: bool,
@@ -219,6 +225,8 @@ impl<P: PeerId> Membership<P> {
             active: Vec::new(),
             passive: Vec::new(),
             pending: Vec::new(),
+            sweep_at: 0,
+            now_ms: 0,
             contact: None,
             rng,
             shuffle_armed: false,
@@ -242,7 +250,8 @@ impl<P: PeerId> Membership<P> {
     }
 
     /// Process one input; outputs are pushed to `out`.
-    pub fn handle(&mut self, event: InEvent<P>, out: &mut impl Outbox<OutEvent<P>>) {
+    pub fn handle(&mut self, now_ms: u64, event: InEvent<P>, out: &mut impl Outbox<OutEvent<P>>) {
+        self.now_ms = now_ms;
         match event {
             InEvent::Join(contact) => self.join(contact, out),
             InEvent::PeerDown(peer) => self.peer_down(peer, out),
@@ -289,8 +298,11 @@ impl<P: PeerId> Membership<P> {
             }
             Message::ForwardJoin { peer, ttl } => self.on_forward_join(from, peer, ttl, out),
             Message::Neighbor { priority } => {
-                self.pending.retain(|p| *p != from);
+                // Crossing requests: we asked `from` too, so we want the link whatever the priority.
+                let crossing = self.is_pending(from);
+                self.pending.retain(|(p, _)| *p != from);
                 let accepted = self.active.contains(&from)
+                    || crossing
                     || priority == Priority::High
                     || self.active.len() < self.config.active_view_capacity;
                 if accepted {
@@ -301,11 +313,15 @@ impl<P: PeerId> Membership<P> {
                 send(out, from, Message::NeighborReply { accepted });
             }
             Message::NeighborReply { accepted } => {
-                if !self.pending.contains(&from) {
-                    // Late reply to a request we already cancelled with `Disconnect`.
+                if !self.is_pending(from) {
+                    // Late reply to a request we already cancelled (or that crossed theirs): if
+                    // they took us but we did not take them, say so.
+                    if accepted && !self.active.contains(&from) {
+                        send(out, from, Message::Disconnect);
+                    }
                     return;
                 }
-                self.pending.retain(|p| *p != from);
+                self.pending.retain(|(p, _)| *p != from);
                 if accepted {
                     self.add_active(from, out);
                 } else {
@@ -314,7 +330,7 @@ impl<P: PeerId> Membership<P> {
                 }
             }
             Message::Disconnect => {
-                self.pending.retain(|p| *p != from);
+                self.pending.retain(|(p, _)| *p != from);
                 if let Some(i) = self.active.iter().position(|p| *p == from) {
                     self.active.swap_remove(i);
                     out.push(OutEvent::Emit(Event::NeighborDown(from)));
@@ -365,7 +381,7 @@ impl<P: PeerId> Membership<P> {
         }
     }
 
-    fn on_timer(&mut self, timer: Timer<P>, out: &mut impl Outbox<OutEvent<P>>) {
+    fn on_timer(&mut self, timer: Timer, out: &mut impl Outbox<OutEvent<P>>) {
         match timer {
             Timer::Shuffle => {
                 timer_at(out, self.config.shuffle_interval_ms, Timer::Shuffle);
@@ -387,14 +403,27 @@ impl<P: PeerId> Membership<P> {
                     },
                 );
             }
-            Timer::NeighborTimeout(peer) => {
-                if let Some(i) = self.pending.iter().position(|p| *p == peer) {
-                    self.pending.swap_remove(i);
-                    // Cancel a half-open link in case only our request or its reply was lost.
-                    send(out, peer, Message::Disconnect);
-                    self.passive.retain(|p| *p != peer);
+            Timer::NeighborSweep => {
+                self.sweep_at = 0;
+                let now = self.now_ms;
+                let mut expired = false;
+                let mut k = 0;
+                while k < self.pending.len() {
+                    let (peer, deadline) = self.pending[k];
+                    if deadline <= now {
+                        self.pending.swap_remove(k);
+                        // Cancel a half-open link in case only our request or its reply was lost.
+                        send(out, peer, Message::Disconnect);
+                        self.passive.retain(|p| *p != peer);
+                        expired = true;
+                    } else {
+                        k += 1;
+                    }
+                }
+                if expired {
                     self.repair(out);
                 }
+                self.arm_sweep(out);
             }
             Timer::Repair => {
                 self.repair_armed = false;
@@ -419,7 +448,7 @@ impl<P: PeerId> Membership<P> {
 
     fn peer_down(&mut self, peer: P, out: &mut impl Outbox<OutEvent<P>>) {
         self.passive.retain(|p| *p != peer);
-        self.pending.retain(|p| *p != peer);
+        self.pending.retain(|(p, _)| *p != peer);
         if let Some(i) = self.active.iter().position(|p| *p == peer) {
             self.active.swap_remove(i);
             out.push(OutEvent::Emit(Event::NeighborDown(peer)));
@@ -430,13 +459,24 @@ impl<P: PeerId> Membership<P> {
     /// Fill free active slots from the passive view, one outstanding request per free slot.
     fn repair(&mut self, out: &mut impl Outbox<OutEvent<P>>) {
         while self.active.len() + self.pending.len() < self.config.active_view_capacity {
-            let candidates: Vec<P> = self
+            let pending = &self.pending;
+            let n = self
+                .passive
+                .iter()
+                .filter(|p| !pending.iter().any(|(q, _)| q == *p))
+                .count();
+            if n == 0 {
+                break;
+            }
+            let k = self.rng.below(n);
+            let pending = &self.pending;
+            let Some(peer) = self
                 .passive
                 .iter()
                 .copied()
-                .filter(|p| !self.pending.contains(p))
-                .collect();
-            let Some(&peer) = self.rng.pick(&candidates) else {
+                .filter(|p| !pending.iter().any(|(q, _)| q == p))
+                .nth(k)
+            else {
                 break;
             };
             let priority = if self.active.is_empty() {
@@ -465,16 +505,27 @@ impl<P: PeerId> Membership<P> {
         priority: Priority,
         out: &mut impl Outbox<OutEvent<P>>,
     ) {
-        if peer == self.me || self.active.contains(&peer) || self.pending.contains(&peer) {
+        if peer == self.me || self.active.contains(&peer) || self.is_pending(peer) {
             return;
         }
-        self.pending.push(peer);
+        self.pending
+            .push((peer, self.now_ms + self.config.neighbor_timeout_ms));
         send(out, peer, Message::Neighbor { priority });
-        timer(
-            out,
-            self.config.neighbor_timeout_ms,
-            Timer::NeighborTimeout(peer),
-        );
+        self.arm_sweep(out);
+    }
+
+    fn is_pending(&self, peer: P) -> bool {
+        self.pending.iter().any(|(p, _)| *p == peer)
+    }
+
+    fn arm_sweep(&mut self, out: &mut impl Outbox<OutEvent<P>>) {
+        if self.sweep_at != 0 {
+            return;
+        }
+        if let Some(next) = self.pending.iter().map(|(_, d)| *d).min() {
+            self.sweep_at = next.max(self.now_ms + 1);
+            timer(out, self.sweep_at - self.now_ms, Timer::NeighborSweep);
+        }
     }
 
     fn add_active(&mut self, peer: P, out: &mut impl Outbox<OutEvent<P>>) {
@@ -539,10 +590,10 @@ fn send<P>(out: &mut impl Outbox<OutEvent<P>>, to: P, message: Message<P>) {
     out.push(OutEvent::Send { to, message });
 }
 
-fn timer<P>(out: &mut impl Outbox<OutEvent<P>>, delay_ms: u64, timer: Timer<P>) {
+fn timer<P>(out: &mut impl Outbox<OutEvent<P>>, delay_ms: u64, timer: Timer) {
     out.push(OutEvent::ScheduleTimer { delay_ms, timer });
 }
 
-fn timer_at<P>(out: &mut impl Outbox<OutEvent<P>>, delay_ms: u64, t: Timer<P>) {
+fn timer_at<P>(out: &mut impl Outbox<OutEvent<P>>, delay_ms: u64, t: Timer) {
     timer(out, delay_ms, t);
 }

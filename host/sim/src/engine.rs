@@ -1,8 +1,7 @@
 //! The discrete-event engine: a heap of events ordered by (time, insertion number), so a run is a
 //! pure function of its scenario and seed.
 
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -48,28 +47,36 @@ enum Action {
     Failure,
 }
 
-#[derive(Debug)]
-struct Ev {
-    at: u64,
-    seq: u64,
-    action: Action,
+/// The event queue: one bucket per simulated millisecond, each a FIFO. Events are processed in
+/// (time, insertion order) — the same order as a heap keyed by (time, sequence number), at O(1)
+/// per event instead of O(log n) cache misses (the heap took 40% of a 100k-node run).
+/// Memory: one `Vec` header per millisecond up to the farthest scheduled event; a bucket's
+/// buffer is freed once it has been processed.
+#[derive(Debug, Default)]
+struct Calendar {
+    base: u64,
+    buckets: VecDeque<Vec<Action>>,
 }
 
-impl PartialEq for Ev {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
+impl Calendar {
+    fn push(&mut self, at: u64, action: Action) {
+        let idx = (at.max(self.base) - self.base) as usize;
+        if self.buckets.len() <= idx {
+            self.buckets.resize_with(idx + 1, Vec::new);
+        }
+        self.buckets[idx].push(action);
     }
-}
-impl Eq for Ev {}
-impl PartialOrd for Ev {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Ev {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // Reversed: BinaryHeap is a max-heap and we want the earliest event first.
-        (other.at, other.seq).cmp(&(self.at, self.seq))
+
+    /// The earliest non-empty bucket, taken out whole.
+    fn pop_batch(&mut self) -> Option<(u64, Vec<Action>)> {
+        loop {
+            let front = self.buckets.front_mut()?;
+            if !front.is_empty() {
+                return Some((self.base, std::mem::take(front)));
+            }
+            self.buckets.pop_front();
+            self.base += 1;
+        }
     }
 }
 
@@ -116,8 +123,7 @@ pub struct Sim {
     life: Vec<Life>,
     alive: Vec<Id>,
     alive_pos: Vec<u32>,
-    queue: BinaryHeap<Ev>,
-    seq: u64,
+    queue: Calendar,
     now: u64,
     rng: Rng,
     membership_cfg: Arc<routefabric_overlay::membership::Config>,
@@ -138,6 +144,8 @@ pub struct Sim {
     duplicates: u64,
     events: u64,
     end: u64,
+    trace: Option<Id>,
+    kinds: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Sim {
@@ -170,8 +178,7 @@ impl Sim {
             life: Vec::with_capacity(initial as usize),
             alive: Vec::with_capacity(initial as usize),
             alive_pos: Vec::with_capacity(initial as usize),
-            queue: BinaryHeap::new(),
-            seq: 0,
+            queue: Calendar::default(),
             now: 0,
             rng: Rng::derive(seed, u64::MAX),
             trees,
@@ -189,17 +196,14 @@ impl Sim {
             duplicates: 0,
             events: 0,
             end,
+            trace: std::env::var("SIM_TRACE").ok().and_then(|v| v.parse().ok()),
+            kinds: std::env::var_os("SIM_KINDS").map(|_| Default::default()),
             sc,
         }
     }
 
     fn push(&mut self, at: u64, action: Action) {
-        self.seq += 1;
-        self.queue.push(Ev {
-            at,
-            seq: self.seq,
-            action,
-        });
+        self.queue.push(at, action);
     }
 
     fn latency(&self, a: Id, b: Id) -> u64 {
@@ -221,7 +225,7 @@ impl Sim {
     }
 
     /// Runs to the end; `progress(now_ms, end_ms)` is called now and then.
-    pub fn run(mut self, mut progress: impl FnMut(u64, u64)) -> Report {
+    pub fn run(&mut self, mut progress: impl FnMut(u64, u64)) -> Report {
         let wall = std::time::Instant::now();
         // Writers start at 0, readers are chained (one pending start event at a time).
         for w in 0..self.sc.writers as Id {
@@ -254,19 +258,24 @@ impl Sim {
             self.push(f.at_ms, Action::Failure);
         }
         let mut tick = 0u64;
-        while let Some(ev) = self.queue.pop() {
-            if ev.at > self.end {
+        while let Some((at, batch)) = self.queue.pop_batch() {
+            if at > self.end {
                 break;
             }
-            self.now = ev.at;
-            self.events += 1;
+            self.now = at;
+            self.events += batch.len() as u64;
             tick += 1;
-            if tick.is_multiple_of(65_536) {
+            if tick.is_multiple_of(256) {
                 progress(self.now, self.end);
             }
-            self.dispatch(ev.action);
+            for action in batch {
+                self.dispatch(action);
+            }
         }
         progress(self.end, self.end);
+        if let Some(k) = &self.kinds {
+            eprintln!("{k:#?}");
+        }
         let wall_s = wall.elapsed().as_secs_f64();
         self.report(wall_s)
     }
@@ -449,11 +458,18 @@ impl Sim {
     }
 
     fn feed(&mut self, i: Id, event: InEvent<Id>) {
+        let trace = self.trace == Some(i);
+        if trace {
+            eprintln!("{} node {i} <- {event:?}", self.now);
+        }
         let mut out = std::mem::take(&mut self.out);
         if let Some(Some(node)) = self.nodes.get_mut(i as usize) {
             node.handle_into(self.now, event, &mut out);
         }
         for o in out.drain(..) {
+            if trace {
+                eprintln!("{} node {i} -> {o:?}", self.now);
+            }
             self.on_output(i, o);
         }
         self.out = out;
@@ -467,6 +483,17 @@ impl Sim {
     fn on_output(&mut self, i: Id, o: OutEvent<Id>) {
         match o {
             OutEvent::Send { to, message } => {
+                if let Some(kinds) = self.kinds.as_mut() {
+                    let d = format!("{message:?}");
+                    let k: String = d
+                        .split([' ', '{'])
+                        .next()
+                        .unwrap_or("")
+                        .chars()
+                        .take(40)
+                        .collect();
+                    *kinds.entry(k).or_insert(0) += 1;
+                }
                 if let Some(p) = message.publication() {
                     self.payload_bytes += p.payload.len() as u64;
                     if let Some(m) = Self::msg_index(p) {
@@ -557,12 +584,24 @@ impl Sim {
                 expected += 1;
                 if self.delivered_bits[v * self.words + m / 64] & (1 << (m % 64)) != 0 {
                     delivered += 1;
+                } else if std::env::var_os("SIM_DEBUG").is_some() {
+                    eprintln!(
+                        "missing: node {v} (start {} death {}) msg {m} published {}",
+                        life.start, life.death, s.published_at
+                    );
                 }
             }
         }
         let sends: u64 = self.msgs.iter().map(|s| s.sends).sum();
         let reached: u64 = self.msgs.iter().map(|s| s.reached.saturating_sub(1)).sum();
         let max_sends = self.sends_per_node_msg.values().copied().max().unwrap_or(0);
+        if std::env::var_os("SIM_DEBUG").is_some() {
+            for (k, v) in &self.sends_per_node_msg {
+                if *v > self.sc.fanout.max_children as u32 {
+                    eprintln!("node {} sent msg {} {v} times", k >> 32, k & 0xffff_ffff);
+                }
+            }
+        }
         let mean_sends = if self.sends_per_node_msg.is_empty() {
             0.0
         } else {
