@@ -67,7 +67,7 @@ pub struct Config {
     /// `upload_budget / stream_rate`. Default 30,720 (30 msg/s of 1 KiB).
     pub stream_bytes_per_s: u64,
     /// Time to wait for an answer to a join request before trying the root again; doubled after
-    /// each unanswered attempt (up to 16×). Default 500 ms: a join forwarded down five levels of
+    /// each unanswered attempt (up to 2×, [`MAX_JOIN_BACKOFF_SHIFT`]). Default 500 ms: a join forwarded down five levels of
     /// 50 ms links is answered within 350 ms. Networks with short links and loss want less (the
     /// `churn-loss` scenario uses 200 ms).
     pub join_timeout_ms: u64,
@@ -85,6 +85,10 @@ pub struct Config {
     pub cache_len: usize,
     /// Period of the `Have` digest a member sends its children while it pushes data. Default 200 ms.
     pub digest_interval_ms: u64,
+    /// Delay before a member that heard of newer messages from a membership neighbour (not from
+    /// its parent) asks for them. Default 1,000 ms: a deep branch legitimately lags a shallow
+    /// neighbour by a few link latencies.
+    pub neighbor_digest_delay_ms: u64,
     /// Digests sent after the stream went idle (they catch a lost last message). Default 2.
     pub idle_digests: u8,
     /// A fresh subscriber also receives messages published up to this long before it subscribed.
@@ -120,6 +124,7 @@ impl Default for Config {
             repair_batch: 64,
             cache_len: 256,
             digest_interval_ms: 200,
+            neighbor_digest_delay_ms: 1_000,
             idle_digests: 2,
             catch_up_ms: 0,
             publish_timeout_ms: 500,
@@ -478,6 +483,10 @@ struct Window {
     latest: u64,
 }
 
+/// Join timeouts double after each unanswered attempt, at most this many times (2×): enough to
+/// let a busy root or a deep tree answer, short enough to ride out a lossy link.
+pub const MAX_JOIN_BACKOFF_SHIFT: u8 = 1;
+
 /// Smallest retransmission timeout of a repair request, in ms.
 pub const MIN_REPAIR_RTO_MS: u64 = 40;
 
@@ -540,6 +549,7 @@ struct JoinRequest<P> {
 struct Joining<P> {
     target: P,
     attempt: u16,
+    sent_at: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -613,6 +623,10 @@ impl<P: PeerId> Fanout<P> {
     /// Trees this node belongs to.
     pub fn trees(&self) -> impl Iterator<Item = TreeId<P>> + '_ {
         self.trees.iter().map(|t| t.id)
+    }
+
+    pub(crate) fn trees_ptr(&self) -> *const u8 {
+        self.trees.as_ptr().cast()
     }
 
     /// Parent in `tree` (`None` at the root, while detached or when not a member).
@@ -892,6 +906,20 @@ impl<P: PeerId> Fanout<P> {
         }
     }
 
+    /// While joining, `from` pushed tree data to us: it holds us as a child and its
+    /// Accept was lost. Ask it again right away (at most twice per join timeout) instead of
+    /// waiting for the timeout and its back-off.
+    fn parent_evidence(&mut self, i: usize, from: P, out: &mut impl Outbox<OutEvent<P>>) {
+        let gap = self.config.join_timeout_ms / 2;
+        let now = self.now_ms;
+        let t = &mut self.trees[i];
+        let Some(j) = &t.joining else { return };
+        if j.target != from || now.saturating_sub(j.sent_at) >= gap {
+            t.join_tries = 0;
+            self.start_join(i, from, out);
+        }
+    }
+
     fn start_join(&mut self, i: usize, target: P, out: &mut impl Outbox<OutEvent<P>>) {
         let me = self.me;
         let t = &mut self.trees[i];
@@ -899,8 +927,15 @@ impl<P: PeerId> Fanout<P> {
         t.join_tries = t.join_tries.saturating_add(1);
         let attempt = t.attempts;
         // Back off exponentially: a deep tree or a busy root answers late, not never.
-        let timeout = self.config.join_timeout_ms << (t.join_tries - 1).min(4);
-        t.joining = Some(Joining { target, attempt });
+        let base = self.config.join_timeout_ms << (t.join_tries - 1).min(MAX_JOIN_BACKOFF_SHIFT);
+        // Jitter (±25%, derived from our id and the attempt: no RNG needed, still reproducible)
+        // keeps retries from locking into step with periodic events such as churn.
+        let timeout = base * 3 / 4 + jitter(&(self.me, attempt), base / 2 + 1);
+        t.joining = Some(Joining {
+            target,
+            attempt,
+            sent_at: self.now_ms,
+        });
         let message = Message::Join {
             tree: t.id,
             joiner: me,
@@ -1022,11 +1057,10 @@ impl<P: PeerId> Fanout<P> {
                     t.repair_sent_at = 0;
                 }
                 if !repair && t.parent != Some(from) {
-                    match &t.joining {
-                        None => send(out, from, Message::Leave { tree }),
-                        // `from` took us as a child but its Accept was lost: ask it again.
-                        Some(j) if j.target != from => self.start_join(i, from, out),
-                        Some(_) => {}
+                    if t.joining.is_none() {
+                        send(out, from, Message::Leave { tree });
+                    } else {
+                        self.parent_evidence(i, from, out);
                     }
                 }
                 self.on_data(i, from, tree_seq, hops, publication, out);
@@ -1068,8 +1102,10 @@ impl<P: PeerId> Fanout<P> {
                         // The parent's digest follows its data on the same link: a gap is a loss.
                         self.check_gaps(i, out);
                     } else {
-                        // A neighbour may be ahead of our parent: give the data time to arrive.
-                        self.arm_repair_later(i, out);
+                        // A neighbour may simply be closer to the root than we are: only if the
+                        // data is still missing well after can our branch be stuck.
+                        let delay = self.config.neighbor_digest_delay_ms;
+                        self.arm_repair_later(i, delay, out);
                     }
                 }
             }
@@ -1218,7 +1254,7 @@ impl<P: PeerId> Fanout<P> {
         self.set_token(i, token, out);
         // The catch-up follows the Accept: look for gaps only after it had time to arrive.
         if latest > 0 {
-            self.arm_repair_later(i, out);
+            self.arm_repair_later(i, self.config.repair_interval_ms, out);
         }
     }
 
@@ -1292,8 +1328,7 @@ impl<P: PeerId> Fanout<P> {
         self.check_gaps(i, out);
     }
 
-    fn arm_repair_later(&mut self, i: usize, out: &mut impl Outbox<OutEvent<P>>) {
-        let delay = self.config.repair_interval_ms;
+    fn arm_repair_later(&mut self, i: usize, delay: u64, out: &mut impl Outbox<OutEvent<P>>) {
         let t = &mut self.trees[i];
         if !t.repair_armed {
             t.repair_armed = true;
@@ -1552,6 +1587,12 @@ fn start_seq_for<P: PeerId>(t: &Tree<P>, since_ms: u64) -> u64 {
         .map(|(s, _, _)| s + 1)
         .or_else(|| t.cache.front().map(|(s, _, _)| *s))
         .unwrap_or(t.window.latest + 1)
+}
+
+/// A number in `0..range` derived from `key` (deterministic: the same run gives the same value).
+fn jitter<K: std::hash::Hash>(key: &K, range: u64) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(key) % range.max(1)
 }
 
 fn send<P>(out: &mut impl Outbox<OutEvent<P>>, to: P, message: Message<P>) {
