@@ -1,1 +1,178 @@
-fn main() {}
+//! Cost of calls into plugins through WebAssembly, next to the same logic called natively.
+//!
+//! * `query/8-hops`: `static-routes` configured with 8 routes to one destination;
+//! * `observe/1000-links`: a batch of 1,000 link samples (each upserts a neighbour and returns an
+//!   offer), reported per observation;
+//! * `choose/8-candidates`: `lowest-cost` over 8 candidates.
+//!
+//! Both sides go through the host traits (`HostedProofSource`, `HostedRoutingPolicy`), so the WASM
+//! side includes everything a caller pays: the version lookup, the lock, the conversions, the
+//! epoch deadline. A summary with the WASM/native ratios is printed at the end.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use routefabric_benches::criterion_median_ns;
+use routefabric_builtin::{LOWEST_COST, STATIC_ROUTES};
+use routefabric_core::NodeId;
+use routefabric_core::plugin::{
+    Candidate, HostedProofSource, HostedRoutingPolicy, LinkSample, Native, NextHop, Observation,
+    ProofSource, RoutingPolicy,
+};
+use routefabric_runtime::{Runtime, RuntimeConfig, WasmProofSource, WasmRoutingPolicy};
+
+const HOPS: u64 = 8;
+const BATCH: u64 = 1_000;
+
+fn id(n: u64) -> NodeId {
+    NodeId::from_index(n)
+}
+
+fn cbor<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(value, &mut out).expect("cbor");
+    out
+}
+
+fn static_routes_config() -> Vec<u8> {
+    let routes = (0..HOPS)
+        .map(|i| static_routes::StaticRoute {
+            dest: id(1_000),
+            via: id(10 + i),
+            cost: 100 * (i as u32 + 1),
+            confidence: 0.9,
+        })
+        .collect();
+    cbor(&static_routes::Config {
+        routes,
+        ..static_routes::Config::default()
+    })
+}
+
+fn link_batch(round: u64) -> Vec<Observation> {
+    (0..BATCH)
+        .map(|i| {
+            Observation::Link(LinkSample {
+                peer: id(100_000 + i),
+                up: true,
+                rtt_us: Some(500 + ((i + round) % 300) as u32),
+                session: 1,
+            })
+        })
+        .collect()
+}
+
+fn candidates() -> Vec<Candidate> {
+    (0..HOPS)
+        .map(|i| Candidate {
+            hop: NextHop {
+                via: id(10 + i),
+                cost: 1_000 - 50 * i as u32,
+                ttl_ms: 10_000,
+                confidence: 0.5 + 0.05 * i as f32,
+            },
+            source: "static-routes".to_owned(),
+            link_rtt_us: Some(400 + 10 * i as u32),
+        })
+        .collect()
+}
+
+fn main() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime");
+    let me = id(1);
+    let config = static_routes_config();
+    let wasm_source = WasmProofSource::load(
+        &runtime,
+        "static-routes.wasm",
+        STATIC_ROUTES.bytes,
+        &config,
+        me,
+    )
+    .expect("static-routes loads");
+    let native_source =
+        Native::new(static_routes::StaticRoutes::init(&config, me).expect("native init"));
+    let sources: [(&str, &dyn HostedProofSource); 2] =
+        [("wasm", &wasm_source), ("native", &native_source)];
+    let wasm_policy =
+        WasmRoutingPolicy::load(&runtime, "lowest-cost.wasm", LOWEST_COST.bytes, &[], me)
+            .expect("lowest-cost loads");
+    let native_policy = Native::new(lowest_cost::LowestCost::init(&[], me).expect("native init"));
+    let policies: [(&str, &dyn HostedRoutingPolicy); 2] =
+        [("wasm", &wasm_policy), ("native", &native_policy)];
+
+    let mut c = Criterion::default().configure_from_args();
+
+    {
+        let mut group = c.benchmark_group("query");
+        for (name, source) in sources {
+            assert_eq!(
+                source.query(0, &id(1_000)).expect("query").len(),
+                HOPS as usize
+            );
+            group.bench_function(BenchmarkId::new(name, "8-hops"), |b| {
+                b.iter(|| black_box(source.query(black_box(1), black_box(&id(1_000)))))
+            });
+        }
+        group.finish();
+    }
+    {
+        let mut group = c.benchmark_group("observe");
+        group.throughput(Throughput::Elements(BATCH));
+        let batches: Vec<Vec<Observation>> = (0..4).map(link_batch).collect();
+        for (name, source) in sources {
+            let mut round = 0usize;
+            group.bench_function(BenchmarkId::new(name, "1000-links"), |b| {
+                b.iter(|| {
+                    round += 1;
+                    black_box(source.observe(round as u64, &batches[round % batches.len()]))
+                })
+            });
+        }
+        group.finish();
+    }
+    {
+        let mut group = c.benchmark_group("choose");
+        let candidates = candidates();
+        for (name, policy) in policies {
+            group.bench_function(BenchmarkId::new(name, "8-candidates"), |b| {
+                b.iter(|| black_box(policy.choose(1, black_box(&id(1_000)), &candidates)))
+            });
+        }
+        group.finish();
+    }
+    c.final_summary();
+    assert_eq!(
+        wasm_source.stats().failed,
+        0,
+        "no WASM call failed during the run"
+    );
+
+    let mut rows: BTreeMap<&str, (f64, f64, f64)> = BTreeMap::new();
+    for (group, function, per) in [
+        ("query", "8-hops", 1.0),
+        ("observe", "1000-links", BATCH as f64),
+        ("choose", "8-candidates", 1.0),
+    ] {
+        let wasm = criterion_median_ns(group, &format!("wasm/{function}"));
+        let native = criterion_median_ns(group, &format!("native/{function}"));
+        if let (Some(w), Some(n)) = (wasm, native) {
+            rows.insert(group, (w / per, n / per, w / n));
+        }
+    }
+    if !rows.is_empty() {
+        println!("\nsummary (medians of this run; observe is per observation)");
+        println!(
+            "{:<10} {:>14} {:>14} {:>12}",
+            "call", "wasm", "native", "wasm/native"
+        );
+        for (group, (w, n, ratio)) in rows {
+            println!("{group:<10} {w:>11.1} ns {n:>11.1} ns {ratio:>11.2}×");
+        }
+    }
+}

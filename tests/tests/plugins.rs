@@ -1,6 +1,8 @@
 //! The plugin runtime end to end, with real components built from `plugins/` and
 //! `tests/plugins/`.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap is a test that hides its failure
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -437,7 +439,7 @@ fn hot_swap_under_four_busy_threads_loses_no_call() {
                 let mut calls = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let source = registry.proof_source("probe").expect("probe is loaded");
-                    let ok = if calls % 2 == 0 {
+                    let ok = if calls.is_multiple_of(2) {
                         source
                             .query(calls, &id(t + 10))
                             .map(|h| h[0].cost / 1_000_000)

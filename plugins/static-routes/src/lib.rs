@@ -171,10 +171,8 @@ impl ProofSource for StaticRoutes {
                         hops: vec![self.link_hop(sample.peer, &link)],
                     });
                 }
-                Observation::Link(sample) => {
-                    if self.links.remove(&sample.peer).is_some() {
-                        actions.push(Action::Withdraw(sample.peer));
-                    }
+                Observation::Link(sample) if self.links.remove(&sample.peer).is_some() => {
+                    actions.push(Action::Withdraw(sample.peer));
                 }
                 Observation::Timer(REFRESH_TIMER) => self.announce(&mut actions),
                 _ => {}
