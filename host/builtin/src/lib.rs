@@ -1,6 +1,7 @@
 //! The first-party plugins, built for `wasm32-wasip2` by this crate's build script and embedded as
 //! bytes, so the node runs with them out of the box. A plugin folder given to the node overrides
 //! them by plugin name.
+#![deny(missing_docs)]
 
 /// A plugin component carried inside the binary.
 #[derive(Debug, Clone, Copy)]

@@ -3,12 +3,16 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Subcommand;
 use routefabric_builtin::BuiltinPlugin;
+use routefabric_core::NodeId;
 use routefabric_runtime::{
-    CONTRACT_PACKAGE, CONTRACT_VERSION, Inspection, LoadError, Problem, Runtime, RuntimeConfig,
+    CONTRACT_PACKAGE, CONTRACT_VERSION, Inspection, LoadError, LoadOutcome, Problem, Registry,
+    Runtime, RuntimeConfig, SwapError, Watcher,
 };
 use serde_json::json;
 
@@ -36,6 +40,18 @@ pub(crate) enum PluginCommand {
         /// The folder (created if missing).
         dir: PathBuf,
     },
+    /// Run the built-in plugins overlaid by a plugin folder, and hot-swap whatever is written to
+    /// the folder, printing each outcome: the node's plugin host, without the network.
+    Watch {
+        /// The plugin folder; a plugin in it replaces the built-in of the same name.
+        dir: PathBuf,
+        /// Stop after this many seconds (default: run until interrupted).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Start without the built-in plugins.
+        #[arg(long)]
+        no_builtins: bool,
+    },
 }
 
 pub(crate) fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
@@ -43,6 +59,11 @@ pub(crate) fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
         PluginCommand::Check { file, json } => check(&file, json),
         PluginCommand::List { json } => list(json),
         PluginCommand::Export { dir } => export(&dir),
+        PluginCommand::Watch {
+            dir,
+            seconds,
+            no_builtins,
+        } => watch(&dir, seconds.map(Duration::from_secs), !no_builtins),
     }
 }
 
@@ -191,6 +212,81 @@ fn export(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         std::fs::write(&path, plugin.bytes)
             .with_context(|| format!("cannot write {}", path.display()))?;
         println!("{}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Debounce of the plugin folder watcher: long enough for a copy to finish, short enough that a
+/// swap lands well within 100 ms.
+const WATCH_DEBOUNCE: Duration = Duration::from_millis(20);
+
+fn describe(outcome: &Result<LoadOutcome, SwapError>) -> String {
+    match outcome {
+        Ok(LoadOutcome::Added {
+            kind,
+            name,
+            version,
+        }) => format!("loaded   {name} {version} ({})", kind.world()),
+        Ok(LoadOutcome::Swapped { name, from, to, .. }) => {
+            format!("swapped  {name} {from} → {to} (state carried over)")
+        }
+        Ok(LoadOutcome::Unchanged { name }) => format!("same     {name} (identical bytes)"),
+        Err(e) => format!("refused  {e}"),
+    }
+}
+
+fn watch(
+    dir: &std::path::Path,
+    limit: Option<Duration>,
+    builtins: bool,
+) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // A stand-in identity: plugins only use it to recognise routes to themselves.
+    let registry = Arc::new(Registry::new(
+        runtime()?,
+        NodeId::from_index(1),
+        Default::default(),
+    ));
+    if builtins {
+        for plugin in routefabric_builtin::ALL {
+            let outcome =
+                registry.load_bytes(&format!("builtin:{}", plugin.file_name), plugin.bytes);
+            println!("{}", describe(&outcome));
+        }
+    }
+    for (_, outcome) in registry
+        .load_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+    {
+        println!("{}", describe(&outcome));
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel(64);
+    let _watcher = Watcher::start(registry.clone(), dir, WATCH_DEBOUNCE, Some(tx))?;
+    println!(
+        "watching {} — write a .wasm there to hot-swap it",
+        dir.display()
+    );
+    let started = Instant::now();
+    loop {
+        let wait = match limit {
+            Some(limit) => match limit.checked_sub(started.elapsed()) {
+                Some(left) => left,
+                None => break,
+            },
+            None => Duration::from_secs(3600),
+        };
+        match rx.recv_timeout(wait) {
+            Ok((_, outcome)) => println!("{}", describe(&outcome)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let set = registry.plugins();
+    for (name, p) in &set.proof_sources {
+        println!("{name}: {:?}", p.stats());
+    }
+    for (name, p) in &set.policies {
+        println!("{name}: {:?}", p.stats());
     }
     Ok(ExitCode::SUCCESS)
 }

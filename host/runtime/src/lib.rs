@@ -17,6 +17,7 @@
 //!   started on.
 //! * [`Registry`]: the live plugin set (an `ArcSwap`), built-ins overlaid by a plugin folder, and
 //!   [`Watcher`]: a debounced `notify` watcher that loads new files off the hot path.
+#![deny(missing_docs)]
 
 mod bindings;
 mod cache;

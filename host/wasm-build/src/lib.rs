@@ -8,6 +8,7 @@
 //! stops with the one command to run.
 //!
 //! Wasmtime does the same for its test programs (`crates/test-programs/artifacts/build.rs`).
+#![deny(missing_docs)]
 
 use std::env;
 use std::path::{Path, PathBuf};
