@@ -388,11 +388,13 @@ pub enum InEvent<P> {
 }
 
 /// Why a command could not be carried out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
     /// Not subscribed to that tree: subscribe first.
+    #[error("not subscribed to this tree: subscribe first")]
     NotSubscribed,
     /// Too many publications or unicasts waiting for an acknowledgement: retry later.
+    #[error("too many messages wait for an acknowledgement: retry later")]
     Busy,
 }
 
@@ -575,6 +577,9 @@ struct Tree<P> {
     repair_armed: bool,
     repair_rounds: u8,
     repair_round_id: u16,
+    /// Newest sequence number a membership neighbour (not the parent) announced, and when.
+    heard_latest: u64,
+    heard_at: u64,
     /// When the outstanding repair request left (0: none), for the round-trip estimate.
     repair_sent_at: u64,
     /// Smoothed round-trip time to the repair target in ms (0: no sample yet).
@@ -733,6 +738,8 @@ impl<P: PeerId> Fanout<P> {
                     repair_armed: false,
                     repair_rounds: 0,
                     repair_round_id: 0,
+                    heard_latest: 0,
+                    heard_at: 0,
                     repair_sent_at: 0,
                     srtt_ms: 0,
                     digest_armed: false,
@@ -1095,18 +1102,22 @@ impl<P: PeerId> Fanout<P> {
                 }
             }
             Message::Have { latest, .. } => {
+                let now = self.now_ms;
                 let t = &mut self.trees[i];
-                if latest > t.window.latest && t.since_ms.is_none() {
+                if t.since_ms.is_some() || latest <= t.window.latest {
+                    return;
+                }
+                if t.parent == Some(from) {
+                    // The parent's digest follows its data on the same link: a gap is a loss.
                     t.window.latest = latest;
-                    if t.parent == Some(from) {
-                        // The parent's digest follows its data on the same link: a gap is a loss.
-                        self.check_gaps(i, out);
-                    } else {
-                        // A neighbour may simply be closer to the root than we are: only if the
-                        // data is still missing well after can our branch be stuck.
-                        let delay = self.config.neighbor_digest_delay_ms;
-                        self.arm_repair_later(i, delay, out);
-                    }
+                    self.check_gaps(i, out);
+                } else if latest > t.heard_latest {
+                    // A neighbour may simply be closer to the root than we are: what it has is
+                    // only worth asking for if it is still missing well after.
+                    t.heard_latest = latest;
+                    t.heard_at = now;
+                    let delay = self.config.neighbor_digest_delay_ms;
+                    self.arm_repair_later(i, delay, out);
                 }
             }
             Message::RepairRequest { seqs, .. } => {
@@ -1343,8 +1354,11 @@ impl<P: PeerId> Fanout<P> {
         let t = &mut self.trees[i];
         let missing = !t.window.missing(1).is_empty();
         if !missing {
-            // Settled: a pending repair timer becomes stale.
-            t.repair_armed = false;
+            // Settled (unless a neighbour's newer digest is still waiting for its check): a
+            // pending repair timer becomes stale.
+            if t.heard_latest <= t.window.latest {
+                t.repair_armed = false;
+            }
             return;
         }
         if t.repair_armed {
@@ -1369,9 +1383,19 @@ impl<P: PeerId> Fanout<P> {
     fn send_repair(&mut self, i: usize, out: &mut impl Outbox<OutEvent<P>>) {
         let rto = self.repair_rto(&self.trees[i]);
         let now = self.now_ms;
+        let delay = self.config.neighbor_digest_delay_ms;
         let t = &mut self.trees[i];
+        if t.heard_latest > t.window.latest && now >= t.heard_at + delay {
+            t.window.latest = t.heard_latest;
+        }
         let seqs = t.window.missing(self.config.repair_batch);
         if seqs.is_empty() {
+            if t.heard_latest > t.window.latest {
+                // Heard of newer messages from a neighbour only recently: look again later.
+                let round = t.repair_round_id;
+                let wait = (t.heard_at + delay).saturating_sub(now).max(1);
+                return timer(out, wait, Timer::Repair { tree: t.id, round });
+            }
             t.repair_armed = false;
             return;
         }

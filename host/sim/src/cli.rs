@@ -41,10 +41,11 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     let show_progress = std::io::stderr().is_terminal();
     let mut reports = Vec::new();
     let mut missed = Vec::new();
-    for n in sizes {
+    let count = sizes.len();
+    for (k, n) in sizes.into_iter().enumerate() {
         let mut run_sc = sc.clone();
         run_sc.nodes = n;
-        let report = run_one(run_sc, show_progress);
+        let report = run_one(run_sc, show_progress, k + 1 == count);
         missed.extend(
             report
                 .check(&sc.targets)
@@ -76,8 +77,9 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Runs one scenario size, with a progress bar on stderr when `show_progress`.
-pub fn run_one(sc: Scenario, show_progress: bool) -> Report {
+/// Runs one scenario size, with a progress bar on stderr when `show_progress`. With
+/// `exiting_after`, the simulator's memory is left for the process exit to reclaim.
+pub fn run_one(sc: Scenario, show_progress: bool, exiting_after: bool) -> Report {
     let bar = show_progress.then(|| {
         let bar = indicatif::ProgressBar::new(100);
         bar.set_style(
@@ -93,10 +95,11 @@ pub fn run_one(sc: Scenario, show_progress: bool) -> Report {
             b.set_position(now * 100 / end.max(1));
         }
     });
-    // Freeing a million nodes one allocation at a time takes seconds; the process is about to
-    // print and exit (or run the next size, which allocates afresh), so hand the memory back in
-    // one piece when it exits.
-    std::mem::forget(sim);
+    if exiting_after {
+        // Freeing a million nodes one allocation at a time takes seconds; the process is about
+        // to print and exit, which hands the memory back in one piece.
+        std::mem::forget(sim);
+    }
     if let Some(b) = bar {
         b.finish_and_clear();
     }

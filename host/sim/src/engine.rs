@@ -1,5 +1,16 @@
-//! The discrete-event engine: a heap of events ordered by (time, insertion number), so a run is a
-//! pure function of its scenario and seed.
+//! The discrete-event engine: events ordered by (simulated millisecond, insertion order), so a
+//! run is a pure function of its scenario and seed.
+//!
+//! Network model: each link has a fixed one-way latency drawn (by hash, no storage) from the
+//! scenario's range, so a link is FIFO; a message is dropped with the scenario's loss
+//! probability; a message to a crashed node makes the sender see [`InEvent::PeerDown`] after
+//! `detect_ms`, and a crash is reported the same way to every node holding a connection to the
+//! victim (its active view and tree links) — HyParView's "TCP as failure detector".
+//!
+//! Diagnostics (environment variables, off by default): `SIM_TRACE=<node id>` prints every input
+//! and output of one node, drops on its links and its late deliveries; `SIM_DEBUG=1` lists the
+//! expected deliveries that did not happen and the nodes that sent one message more often than
+//! `max_children`; `SIM_KINDS=1` counts sent messages by kind.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};

@@ -184,36 +184,26 @@ pub const BUILTIN: &[(&str, &str)] = &[
 ];
 
 /// Errors loading a scenario.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     /// Neither a file nor a built-in name.
+    #[error("no scenario file or built-in named {0:?}; built-ins: {names}", names = builtin_names())]
     NotFound(String),
     /// The file could not be read.
-    Io(std::io::Error),
+    #[error("cannot read the scenario file: {0}")]
+    Io(#[from] std::io::Error),
     /// The TOML is invalid.
-    Parse(toml::de::Error),
+    #[error("invalid scenario TOML (fix the field it names): {0}")]
+    Parse(#[from] toml::de::Error),
 }
 
-impl std::fmt::Display for ScenarioError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ScenarioError::NotFound(s) => {
-                let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
-                write!(
-                    f,
-                    "no scenario file or built-in named {s:?}; built-ins: {}",
-                    names.join(", ")
-                )
-            }
-            ScenarioError::Io(e) => write!(f, "cannot read the scenario file: {e}"),
-            ScenarioError::Parse(e) => {
-                write!(f, "invalid scenario TOML (fix the field named): {e}")
-            }
-        }
-    }
+fn builtin_names() -> String {
+    BUILTIN
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
-
-impl std::error::Error for ScenarioError {}
 
 impl Scenario {
     /// Parses a scenario from TOML text.
