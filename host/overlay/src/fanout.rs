@@ -898,7 +898,7 @@ impl<P: PeerId> Fanout<P> {
             let message = Message::Data {
                 tree: t.id,
                 tree_seq,
-                hops: hops + 1,
+                hops: hops.saturating_add(1),
                 repair: false,
                 publication: publication.clone(),
             };
@@ -1042,6 +1042,10 @@ impl<P: PeerId> Fanout<P> {
                 if self.trees[i].parent != Some(from) {
                     return send(out, from, Message::Leave { tree });
                 }
+                if token.len() >= self.config.max_token_len || token.first() != Some(&tree.root) {
+                    // A malformed or oversized path: do not store or pass it on.
+                    return;
+                }
                 self.set_token(i, token, out);
             }
             Message::Data {
@@ -1127,7 +1131,7 @@ impl<P: PeerId> Fanout<P> {
                         let message = Message::Data {
                             tree,
                             tree_seq: s,
-                            hops: hops + 1,
+                            hops: hops.saturating_add(1),
                             repair: true,
                             publication: p.clone(),
                         };
@@ -1222,7 +1226,7 @@ impl<P: PeerId> Fanout<P> {
             let message = Message::Data {
                 tree,
                 tree_seq: *s,
-                hops: hops + 1,
+                hops: hops.saturating_add(1),
                 repair: true,
                 publication: p.clone(),
             };
@@ -1247,7 +1251,9 @@ impl<P: PeerId> Fanout<P> {
         // Any answer while we look for a parent will do, even one to an attempt we gave up on.
         let _ = attempt;
         let expected = t.joining.is_some();
-        if !expected || token.contains(&me) || token.first() != Some(&tree.root) {
+        let malformed =
+            token.len() >= self.config.max_token_len || token.first() != Some(&tree.root);
+        if !expected || malformed || token.contains(&me) {
             if t.parent != Some(from) {
                 send(out, from, Message::Leave { tree });
             }

@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::rng::Rng;
 use crate::{Outbox, PeerId, WIRE_ID_LEN};
 
+/// Peers taken from one shuffle message (a peer may send more; the rest is ignored).
+pub const MAX_SHUFFLE_PEERS: usize = 64;
+
 /// Membership configuration. Defaults are the paper's (section 5.1) as used by implementations
 /// such as iroh-gossip; timers are ours.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -352,12 +355,12 @@ impl<P: PeerId> Membership<P> {
                 }
                 let reply = self.sample_passive(peers.len());
                 send(out, origin, Message::ShuffleReply { peers: reply });
-                for p in peers {
+                for p in peers.into_iter().take(MAX_SHUFFLE_PEERS) {
                     self.add_passive(p);
                 }
             }
             Message::ShuffleReply { peers } => {
-                for p in peers {
+                for p in peers.into_iter().take(MAX_SHUFFLE_PEERS) {
                     self.add_passive(p);
                 }
             }
