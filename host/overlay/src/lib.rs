@@ -294,6 +294,11 @@ impl<P: PeerId> Node<P> {
                 self.membership_event(membership::InEvent::Join(contact), now_ms, out)
             }
             InEvent::Command(Command::Fanout(c)) => {
+                if let fanout::Command::Subscribe(tree) = &c {
+                    // A tree's root is a rendezvous every member knows: a good contact for
+                    // rejoining the membership after a partition.
+                    self.membership.add_contact(tree.root);
+                }
                 self.fanout.handle(now_ms, fanout::InEvent::Command(c), out)
             }
         }

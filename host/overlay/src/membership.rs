@@ -19,6 +19,12 @@ use serde::{Deserialize, Serialize};
 use crate::rng::Rng;
 use crate::{Outbox, PeerId, WIRE_ID_LEN};
 
+/// Contacts remembered for rejoining.
+pub const MAX_CONTACTS: usize = 4;
+
+/// Failed repair rounds in a row after which a poorly connected node joins again.
+pub const STUCK_ROUNDS_BEFORE_REJOIN: u8 = 3;
+
 /// Peers taken from one shuffle message (a peer may send more; the rest is ignored).
 pub const MAX_SHUFFLE_PEERS: usize = 64;
 
@@ -213,7 +219,11 @@ pub struct Membership<P> {
     /// When the armed `NeighborSweep` fires (0: not armed).
     sweep_at: u64,
     now_ms: u64,
-    contact: Option<P>,
+    /// Nodes to (re)join through: the first contact and rendezvous points the layers above know
+    /// (tree roots). At most [`MAX_CONTACTS`].
+    contacts: Vec<P>,
+    /// Repair attempts that failed in a row (refused or unanswered).
+    stuck_rounds: u8,
     rng: Rng,
     shuffle_armed: bool,
     repair_armed: bool,
@@ -230,7 +240,8 @@ impl<P: PeerId> Membership<P> {
             pending: Vec::new(),
             sweep_at: 0,
             now_ms: 0,
-            contact: None,
+            contacts: Vec::new(),
+            stuck_rounds: 0,
             rng,
             shuffle_armed: false,
             repair_armed: false,
@@ -269,7 +280,7 @@ impl<P: PeerId> Membership<P> {
             self.arm_shuffle(out);
             return;
         }
-        self.contact = Some(contact);
+        self.add_contact(contact);
         send(out, contact, Message::Join);
         timer(out, self.config.join_retry_ms, Timer::JoinRetry);
         self.arm_shuffle(out);
@@ -329,6 +340,7 @@ impl<P: PeerId> Membership<P> {
                     self.add_active(from, out);
                 } else {
                     self.add_passive(from);
+                    self.note_failed_repair(out);
                     self.arm_repair(self.config.repair_backoff_ms, out);
                 }
             }
@@ -424,6 +436,7 @@ impl<P: PeerId> Membership<P> {
                     }
                 }
                 if expired {
+                    self.note_failed_repair(out);
                     self.repair(out);
                 }
                 self.arm_sweep(out);
@@ -432,16 +445,14 @@ impl<P: PeerId> Membership<P> {
                 self.repair_armed = false;
                 let isolated =
                     self.active.is_empty() && self.pending.is_empty() && self.passive.is_empty();
-                if let (true, Some(contact)) = (isolated, self.contact) {
-                    send(out, contact, Message::Join);
+                if isolated {
+                    self.rejoin(out);
                 }
                 self.repair(out);
             }
             Timer::JoinRetry => {
                 if self.active.is_empty() {
-                    if let Some(contact) = self.contact {
-                        send(out, contact, Message::Join);
-                    }
+                    self.rejoin(out);
                     self.repair(out);
                     timer_at(out, self.config.join_retry_ms, Timer::JoinRetry);
                 }
@@ -450,6 +461,9 @@ impl<P: PeerId> Membership<P> {
     }
 
     fn peer_down(&mut self, peer: P, out: &mut impl Outbox<OutEvent<P>>) {
+        if self.contacts.len() > 1 {
+            self.contacts.retain(|p| *p != peer);
+        }
         self.passive.retain(|p| *p != peer);
         self.pending.retain(|(p, _)| *p != peer);
         if let Some(i) = self.active.iter().position(|p| *p == peer) {
@@ -492,6 +506,39 @@ impl<P: PeerId> Membership<P> {
         if self.active.is_empty() && self.pending.is_empty() {
             // Isolated with nothing to try: knock at the contact again later.
             self.arm_repair(self.config.join_retry_ms, out);
+        }
+    }
+
+    /// Remember a node to rejoin through (e.g. the root of a tree this node belongs to).
+    pub fn add_contact(&mut self, peer: P) {
+        if peer == self.me || self.contacts.contains(&peer) {
+            return;
+        }
+        if self.contacts.len() >= MAX_CONTACTS {
+            self.contacts.remove(0);
+        }
+        self.contacts.push(peer);
+    }
+
+    fn rejoin(&mut self, out: &mut impl Outbox<OutEvent<P>>) {
+        if let Some(&contact) = self.rng.pick(&self.contacts) {
+            send(out, contact, Message::Join);
+        }
+    }
+
+    /// A node that keeps failing to fill its active view while it knows few peers is probably in
+    /// a small island (after a mass failure, or a clique left by join-time evictions): joining
+    /// again through a contact brings random walks, and so neighbours, from the wider overlay.
+    fn note_failed_repair(&mut self, out: &mut impl Outbox<OutEvent<P>>) {
+        self.stuck_rounds = self.stuck_rounds.saturating_add(1);
+        let cap = self.config.active_view_capacity;
+        let few_known = self.passive.len() < cap;
+        if self.stuck_rounds >= STUCK_ROUNDS_BEFORE_REJOIN
+            && few_known
+            && self.active.len() + 1 < cap
+        {
+            self.stuck_rounds = 0;
+            self.rejoin(out);
         }
     }
 
@@ -544,6 +591,7 @@ impl<P: PeerId> Membership<P> {
             self.add_passive(victim);
         }
         self.active.push(peer);
+        self.stuck_rounds = 0;
         out.push(OutEvent::Emit(Event::NeighborUp(peer)));
     }
 

@@ -627,6 +627,46 @@ impl Sim {
         self.nodes.iter().flatten()
     }
 
+    /// Connected components of the live nodes' active views (1: one overlay; HyParView after a
+    /// mass failure may split, which the trees survive through the root).
+    fn membership_components(&self) -> usize {
+        let mut seen = vec![false; self.nodes.len()];
+        let mut components = 0;
+        let mut stack = Vec::new();
+        for (start, slot) in self.nodes.iter().enumerate() {
+            if slot.is_none() || seen[start] {
+                continue;
+            }
+            components += 1;
+            seen[start] = true;
+            stack.push(start);
+            let mut size = 0usize;
+            while let Some(x) = stack.pop() {
+                size += 1;
+                let Some(Some(node)) = self.nodes.get(x) else {
+                    continue;
+                };
+                for &p in node.membership().active_view() {
+                    let p = p as usize;
+                    if matches!(self.nodes.get(p), Some(Some(_))) && !seen[p] {
+                        seen[p] = true;
+                        stack.push(p);
+                    }
+                }
+            }
+            if std::env::var_os("SIM_DEBUG").is_some() && size < 10 {
+                let n = self.nodes[start].as_ref().map(|n| {
+                    (
+                        n.membership().active_view().to_vec(),
+                        n.membership().passive_view().len(),
+                    )
+                });
+                eprintln!("component of {size} from node {start}: {n:?}");
+            }
+        }
+        components
+    }
+
     fn report(&self, wall_s: f64) -> Report {
         let window = self.sc.delivery_window_ms;
         let mut expected = 0u64;
@@ -682,6 +722,7 @@ impl Sim {
             messages: self.msgs.len(),
             live_nodes: live.len(),
             joined_ratio: ratio(joined as u64, live.len() as u64),
+            membership_components: self.membership_components(),
             expected_deliveries: expected,
             delivered_ratio: ratio(delivered, expected),
             duplicates: self.duplicates,

@@ -21,6 +21,8 @@ pub struct Report {
     pub live_nodes: usize,
     /// Live nodes attached to every tree at the end.
     pub joined_ratio: f64,
+    /// Connected components of the membership overlay (active views) among live nodes at the end.
+    pub membership_components: usize,
     /// (node, message) pairs that had to be delivered.
     pub expected_deliveries: u64,
     /// Share of the expected pairs delivered.
@@ -116,6 +118,10 @@ impl Report {
             ("messages", self.messages.to_string()),
             ("live nodes at end", self.live_nodes.to_string()),
             ("joined ratio", format!("{:.4}", self.joined_ratio)),
+            (
+                "membership components",
+                self.membership_components.to_string(),
+            ),
             (
                 "delivered ratio",
                 format!(
