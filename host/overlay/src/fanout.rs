@@ -1636,3 +1636,50 @@ fn timer<P>(out: &mut impl Outbox<OutEvent<P>>, delay_ms: u64, timer: Timer<P>) 
 fn emit<P>(out: &mut impl Outbox<OutEvent<P>>, event: Event<P>) {
     out.push(OutEvent::Emit(event));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_settles_in_order_and_reports_gaps() {
+        let mut w = Window {
+            base: 1,
+            ..Window::default()
+        };
+        assert!(w.mark(1));
+        assert!(!w.mark(1), "a duplicate is not new");
+        assert!(w.mark(3));
+        assert_eq!(w.missing(10), vec![2]);
+        assert!(w.mark(2));
+        assert_eq!(w.base, 4);
+        assert!(w.missing(10).is_empty());
+        w.latest = 6;
+        assert_eq!(w.missing(10), vec![4, 5, 6]);
+        assert_eq!(w.missing(2), vec![4, 5], "bounded by the batch size");
+    }
+
+    #[test]
+    fn window_gives_up_what_falls_out_of_it() {
+        let mut w = Window {
+            base: 1,
+            ..Window::default()
+        };
+        assert!(w.mark(1 + WINDOW + 10));
+        assert!(w.base > 1);
+        assert!(w.has(5), "older than the window counts as settled");
+        assert_eq!(w.missing(usize::MAX).len() as u64, WINDOW - 1);
+    }
+
+    #[test]
+    fn child_capacity_respects_the_upload_budget() {
+        let c = Config {
+            max_children: 16,
+            upload_budget_bytes_per_s: 100_000,
+            stream_bytes_per_s: 30_000,
+            ..Config::default()
+        };
+        assert_eq!(c.child_capacity(), 3);
+        assert_eq!(Config::default().child_capacity(), 16);
+    }
+}

@@ -648,3 +648,165 @@ fn timer<P>(out: &mut impl Outbox<OutEvent<P>>, delay_ms: u64, timer: Timer) {
 fn timer_at<P>(out: &mut impl Outbox<OutEvent<P>>, delay_ms: u64, t: Timer) {
     timer(out, delay_ms, t);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(me: u32) -> Membership<u32> {
+        Membership::new(me, Arc::new(Config::default()), Rng::new(u64::from(me)))
+    }
+
+    fn sends(out: &[OutEvent<u32>]) -> Vec<(u32, Message<u32>)> {
+        out.iter()
+            .filter_map(|o| match o {
+                OutEvent::Send { to, message } => Some((*to, message.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn crossing_neighbor_requests_end_symmetric() {
+        let (mut a, mut b) = (node(1), node(2));
+        let mut out: Vec<OutEvent<u32>> = Vec::new();
+        // Both ask each other at once (low priority, both have room).
+        a.request_neighbor(2, Priority::Low, &mut out);
+        let from_a = sends(&out);
+        out.clear();
+        b.request_neighbor(1, Priority::Low, &mut out);
+        let from_b = sends(&out);
+        out.clear();
+        for (_, m) in from_a {
+            b.handle(
+                0,
+                InEvent::Message {
+                    from: 1,
+                    message: m,
+                },
+                &mut out,
+            );
+        }
+        let b_replies = sends(&out);
+        out.clear();
+        for (_, m) in from_b {
+            a.handle(
+                0,
+                InEvent::Message {
+                    from: 2,
+                    message: m,
+                },
+                &mut out,
+            );
+        }
+        let a_replies = sends(&out);
+        out.clear();
+        for (_, m) in b_replies {
+            a.handle(
+                0,
+                InEvent::Message {
+                    from: 2,
+                    message: m,
+                },
+                &mut out,
+            );
+        }
+        for (_, m) in a_replies {
+            b.handle(
+                0,
+                InEvent::Message {
+                    from: 1,
+                    message: m,
+                },
+                &mut out,
+            );
+        }
+        assert_eq!(a.active_view(), &[2]);
+        assert_eq!(b.active_view(), &[1]);
+    }
+
+    #[test]
+    fn full_view_refuses_low_and_accepts_high_by_evicting() {
+        let mut a = node(0);
+        let mut out: Vec<OutEvent<u32>> = Vec::new();
+        for p in 1..=5 {
+            a.handle(
+                0,
+                InEvent::Message {
+                    from: p,
+                    message: Message::Neighbor {
+                        priority: Priority::Low,
+                    },
+                },
+                &mut out,
+            );
+        }
+        assert_eq!(a.active_view().len(), 5);
+        out.clear();
+        a.handle(
+            0,
+            InEvent::Message {
+                from: 9,
+                message: Message::Neighbor {
+                    priority: Priority::Low,
+                },
+            },
+            &mut out,
+        );
+        assert!(sends(&out).contains(&(9, Message::NeighborReply { accepted: false })));
+        assert!(!a.active_view().contains(&9));
+        assert!(
+            a.passive_view().contains(&9),
+            "a refused peer is still worth knowing"
+        );
+        out.clear();
+        a.handle(
+            0,
+            InEvent::Message {
+                from: 9,
+                message: Message::Neighbor {
+                    priority: Priority::High,
+                },
+            },
+            &mut out,
+        );
+        assert!(a.active_view().contains(&9));
+        assert_eq!(a.active_view().len(), 5);
+        let evicted: Vec<u32> = sends(&out)
+            .into_iter()
+            .filter(|(_, m)| *m == Message::Disconnect)
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(evicted.len(), 1, "exactly one peer is told it was dropped");
+        assert!(a.passive_view().contains(&evicted[0]));
+    }
+
+    #[test]
+    fn unanswered_request_is_cancelled_and_the_next_passive_peer_tried() {
+        let mut a = node(0);
+        let mut out: Vec<OutEvent<u32>> = Vec::new();
+        a.add_passive(7);
+        a.handle(0, InEvent::PeerDown(3), &mut out);
+        assert!(sends(&out).contains(&(
+            7,
+            Message::Neighbor {
+                priority: Priority::High
+            }
+        )));
+        out.clear();
+        let timeout = a.config().neighbor_timeout_ms;
+        a.handle(
+            timeout,
+            InEvent::TimerExpired(Timer::NeighborSweep),
+            &mut out,
+        );
+        assert!(
+            sends(&out).contains(&(7, Message::Disconnect)),
+            "half-open link cancelled"
+        );
+        assert!(
+            !a.passive_view().contains(&7),
+            "an unresponsive peer is forgotten"
+        );
+    }
+}
