@@ -1,9 +1,12 @@
 //! Deterministic discrete-event simulator for the routefabric overlays.
 //!
 //! It drives many [`routefabric_overlay::Node`]s — the very code a real node runs — in one
-//! process: a binary heap of events ordered by (simulated time, insertion number), per-link fixed
-//! latencies drawn from a range, message loss, churn, mass failure and many writers, all from one
-//! seed. Scenarios are TOML files in the repository's `scenarios/` folder; [`cli::run`] is the
+//! process: events ordered by (simulated millisecond, insertion order) — a calendar queue with one
+//! FIFO bucket per millisecond, which gives exactly the order of a heap keyed by (time, sequence
+//! number) at O(1) per event — per-link fixed latencies drawn from a range, message loss, churn,
+//! mass failure and many writers, all from one seed. Per-node state is the overlay's own compact
+//! state (small `Vec`s, `u32` ids, 8 bytes of RNG, configuration shared through an `Arc`): a
+//! million readers in two trees fit in about 2.7 GiB. Scenarios are TOML files in the repository's `scenarios/` folder; [`cli::run`] is the
 //! `routefabric sim` command.
 //!
 //! The measured quantities follow the papers the overlays come from: relative message redundancy
