@@ -224,6 +224,8 @@ pub struct Membership<P> {
     contacts: Vec<P>,
     /// Repair attempts that failed in a row (refused or unanswered).
     stuck_rounds: u8,
+    /// Low-priority requests refused in a row (sets the repair back-off).
+    refusals: u8,
     rng: Rng,
     shuffle_armed: bool,
     repair_armed: bool,
@@ -242,6 +244,7 @@ impl<P: PeerId> Membership<P> {
             now_ms: 0,
             contacts: Vec::new(),
             stuck_rounds: 0,
+            refusals: 0,
             rng,
             shuffle_armed: false,
             repair_armed: false,
@@ -341,7 +344,12 @@ impl<P: PeerId> Membership<P> {
                 } else {
                     self.add_passive(from);
                     self.note_failed_repair(out);
-                    self.arm_repair(self.config.repair_backoff_ms, out);
+                    // Back off further after each refusal in a row (up to 8×): in a large, healthy
+                    // overlay most views are full, and a node one short of its capacity should not
+                    // poll them every few seconds forever.
+                    let delay = self.config.repair_backoff_ms << self.refusals.min(3);
+                    self.refusals = self.refusals.saturating_add(1);
+                    self.arm_repair(delay, out);
                 }
             }
             Message::Disconnect => {
@@ -592,6 +600,7 @@ impl<P: PeerId> Membership<P> {
         }
         self.active.push(peer);
         self.stuck_rounds = 0;
+        self.refusals = 0;
         out.push(OutEvent::Emit(Event::NeighborUp(peer)));
     }
 
