@@ -630,8 +630,11 @@ impl<P: PeerId> Fanout<P> {
         self.trees.iter().map(|t| t.id)
     }
 
-    pub(crate) fn trees_ptr(&self) -> *const u8 {
-        self.trees.as_ptr().cast()
+    pub(crate) fn trees_block(&self) -> (*const u8, usize) {
+        (
+            self.trees.as_ptr().cast(),
+            std::mem::size_of_val(self.trees.as_slice()),
+        )
     }
 
     /// Parent in `tree` (`None` at the root, while detached or when not a member).

@@ -236,15 +236,17 @@ impl<P: PeerId> Node<P> {
         self.me
     }
 
-    /// Addresses of the heap blocks an event for this node is likely to touch (views, trees).
+    /// Heap blocks (address, length) an event for this node is likely to touch (views, trees).
     /// A driver that knows its next events (the simulator) prefetches them: at a million nodes the
     /// run is bound by cache misses on node state. Only addresses, never dereferenced here.
     #[doc(hidden)]
-    pub fn state_addresses(&self) -> [*const u8; 3] {
+    pub fn state_blocks(&self) -> [(*const u8, usize); 3] {
+        let active = self.membership.active_view();
+        let passive = self.membership.passive_view();
         [
-            self.membership.active_view().as_ptr().cast(),
-            self.membership.passive_view().as_ptr().cast(),
-            self.fanout.trees_ptr(),
+            (active.as_ptr().cast(), std::mem::size_of_val(active)),
+            (passive.as_ptr().cast(), std::mem::size_of_val(passive)),
+            self.fanout.trees_block(),
         ]
     }
 

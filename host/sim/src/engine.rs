@@ -320,8 +320,11 @@ impl Sim {
             _ => return,
         };
         if let Some(Some(n)) = self.nodes.get(node as usize) {
-            for p in n.state_addresses() {
-                prefetch_addr(p);
+            for (p, len) in n.state_blocks() {
+                // The first few lines of each block: views are small, a tree's state is ~5 lines.
+                for offset in (0..len.min(MAX_PREFETCH_BYTES)).step_by(64) {
+                    prefetch_addr(p.wrapping_add(offset));
+                }
             }
         }
     }
@@ -747,6 +750,9 @@ impl Sim {
     }
 }
 
+/// Bytes of one heap block prefetched at most.
+const MAX_PREFETCH_BYTES: usize = 320;
+
 /// Events looked ahead for prefetching (a few hundred ns of work each).
 const PREFETCH_AHEAD: usize = 12;
 
@@ -757,8 +763,11 @@ fn prefetch_read<T>(value: &T) {
     // SAFETY: SSE is part of the x86_64 baseline, and a prefetch is only a hint: it never
     // faults and never reads into the program, whatever the address.
     unsafe {
-        _mm_prefetch::<_MM_HINT_T0>(p);
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
+        let mut offset = 0;
+        while offset < std::mem::size_of::<T>() {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(offset));
+            offset += 64;
+        }
     }
 }
 
