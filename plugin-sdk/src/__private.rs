@@ -144,9 +144,10 @@ pub mod glue {
 
     fn action_out(a: core::Action) -> wit::Action {
         match a {
+            // By value: `NextHop` and its WIT twin share a layout, so this reuses the buffer.
             core::Action::Offer { dest, hops } => wit::Action::Offer(wit::Offer {
                 dest: id_out(&dest),
-                hops: hops.iter().map(hop_out).collect(),
+                hops: hops.into_iter().map(|h| hop_out(&h)).collect(),
             }),
             core::Action::Withdraw(dest) => wit::Action::Withdraw(id_out(&dest)),
             core::Action::Send { to, data } => wit::Action::Send(wit::SendRequest {

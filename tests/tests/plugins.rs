@@ -33,8 +33,11 @@ fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<(Runtime, tempfile::TempDir)> = OnceLock::new();
     let (runtime, _dir) = RUNTIME.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
+        // Deadlines are wall-clock: on a busy machine a descheduled call can overrun 10 ms.
+        // Only the deadline test runs with the default (on a runtime of its own).
         let config = RuntimeConfig {
             cache_dir: Some(dir.path().to_path_buf()),
+            call_deadline: std::time::Duration::from_secs(1),
             ..RuntimeConfig::default()
         };
         (Runtime::new(config).expect("runtime"), dir)
@@ -347,8 +350,10 @@ fn repeated_faults_back_off_and_calls_fail_cleanly_meanwhile() {
 
 #[test]
 fn an_endless_loop_is_stopped_by_the_deadline() {
-    let source = probe(PROBE_V1);
-    let deadline = runtime().config().call_deadline;
+    let (runtime, _dir) = runtime_with(RuntimeConfig::default());
+    let source = WasmProofSource::load(&runtime, "probe.wasm", PROBE_V1, &[], me()).unwrap();
+    let deadline = runtime.config().call_deadline;
+    assert_eq!(deadline, Duration::from_millis(10), "the default deadline");
     let started = Instant::now();
     let result = source.query(0, &id(LOOP_DEST));
     let took = started.elapsed();
@@ -556,9 +561,12 @@ fn a_plugin_folder_overrides_builtins_by_name() {
     let set = registry.plugins();
     assert_eq!(
         set.proof_sources.keys().collect::<Vec<_>>(),
-        vec!["probe", "static-routes"]
+        vec!["ack-trace", "probe", "static-routes"]
     );
-    assert_eq!(set.policies.keys().collect::<Vec<_>>(), vec!["lowest-cost"]);
+    assert_eq!(
+        set.policies.keys().collect::<Vec<_>>(),
+        vec!["expected-cost", "lowest-cost", "redundant"]
+    );
 }
 
 #[test]

@@ -24,5 +24,29 @@ pub const LOWEST_COST: BuiltinPlugin = BuiltinPlugin {
     bytes: include_bytes!(concat!(env!("OUT_DIR"), "/lowest_cost.wasm")),
 };
 
-/// Every built-in plugin.
-pub const ALL: &[BuiltinPlugin] = &[STATIC_ROUTES, LOWEST_COST];
+/// `ack-trace`: a proof source learning next hops from the paths end-to-end ACKs travelled.
+pub const ACK_TRACE: BuiltinPlugin = BuiltinPlugin {
+    file_name: "ack-trace.wasm",
+    bytes: include_bytes!(concat!(env!("OUT_DIR"), "/ack_trace.wasm")),
+};
+
+/// `expected-cost`: a policy ranking by cost / confidence plus link latency.
+pub const EXPECTED_COST: BuiltinPlugin = BuiltinPlugin {
+    file_name: "expected-cost.wasm",
+    bytes: include_bytes!(concat!(env!("OUT_DIR"), "/expected_cost.wasm")),
+};
+
+/// `redundant`: a policy sending two copies along disjoint next hops.
+pub const REDUNDANT: BuiltinPlugin = BuiltinPlugin {
+    file_name: "redundant.wasm",
+    bytes: include_bytes!(concat!(env!("OUT_DIR"), "/redundant.wasm")),
+};
+
+/// Every built-in plugin: proof sources first, then policies.
+pub const ALL: &[BuiltinPlugin] = &[
+    STATIC_ROUTES,
+    ACK_TRACE,
+    LOWEST_COST,
+    EXPECTED_COST,
+    REDUNDANT,
+];

@@ -9,8 +9,63 @@ use serde::{Deserialize, Serialize};
 ///
 /// `Debug` and `Display` print the first 5 bytes in hex (enough to tell nodes apart in logs);
 /// [`NodeId::to_hex`] gives all 32.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+///
+/// Ids compare as four big-endian 64-bit words — the same order as their bytes, but without the
+/// byte-by-byte `memcmp` that a derived comparison becomes inside WebAssembly, where plugins keep
+/// ids in ordered maps.
+///
+/// Aligned to 8 bytes like the WIT `node-id` record (four `u64`s), so that types holding ids have
+/// the same layout as their generated WIT twins and converting a `Vec` of them reuses its buffer.
+#[derive(Clone, Copy, Default, Serialize, Deserialize)]
+#[repr(align(8))]
 pub struct NodeId(pub [u8; 32]);
+
+impl PartialEq for NodeId {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        // Native-endian words: equality does not care about byte order, and skips the swaps.
+        let word = |id: &NodeId, i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&id.0[i * 8..i * 8 + 8]);
+            u64::from_ne_bytes(b)
+        };
+        (0..4).all(|i| word(self, i) == word(other, i))
+    }
+}
+
+impl Eq for NodeId {}
+
+impl std::hash::Hash for NodeId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Equal ids have equal bytes, so hashing the bytes agrees with `eq`.
+        self.0.hash(state);
+    }
+}
+
+impl PartialOrd for NodeId {
+    #[inline]
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for NodeId {
+    #[inline]
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        for i in 0..4 {
+            let word = |id: &NodeId| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&id.0[i * 8..i * 8 + 8]);
+                u64::from_be_bytes(b)
+            };
+            match word(self).cmp(&word(other)) {
+                std::cmp::Ordering::Equal => {}
+                unequal => return unequal,
+            }
+        }
+        std::cmp::Ordering::Equal
+    }
+}
 
 impl NodeId {
     /// Length of an id in bytes.
@@ -120,6 +175,26 @@ mod tests {
         assert_eq!(words[0], 0x0001_0203_0405_0607);
         assert_eq!(words[3], 0x1819_1a1b_1c1d_1e1f);
         assert_eq!(NodeId::from_words(words), id);
+    }
+
+    #[test]
+    fn order_and_equality_match_the_bytes() {
+        let ids: Vec<NodeId> = [0u64, 1, 255, 256, u64::MAX]
+            .iter()
+            .flat_map(|&w| {
+                [
+                    NodeId::from_words([w, 0, 0, 0]),
+                    NodeId::from_words([0, 0, 0, w]),
+                    NodeId::from_words([1, w, 0, 7]),
+                ]
+            })
+            .collect();
+        for a in &ids {
+            for b in &ids {
+                assert_eq!(a.cmp(b), a.0.cmp(&b.0), "{a:?} vs {b:?}");
+                assert_eq!(a == b, a.0 == b.0);
+            }
+        }
     }
 
     #[test]

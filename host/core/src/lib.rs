@@ -12,10 +12,13 @@
 //!   actions, decisions) and the traits plugins implement ([`plugin::ProofSource`],
 //!   [`plugin::RoutingPolicy`]) — natively, or inside a WASM component through the SDK;
 //! * [`plugin::HostedProofSource`] / [`plugin::HostedRoutingPolicy`]: how the host holds a
-//!   plugin, whether it runs natively ([`plugin::Native`]) or in the wasmtime runtime.
+//!   plugin, whether it runs natively ([`plugin::Native`]) or in the wasmtime runtime;
+//! * [`RouteStore`]: the one store of route proofs per node, fed by every proof source.
 #![deny(missing_docs)]
 
 pub mod id;
 pub mod plugin;
+pub mod route_store;
 
 pub use id::NodeId;
+pub use route_store::{RouteStore, RouteStoreConfig};

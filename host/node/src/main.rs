@@ -17,9 +17,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Inspect, list and export plugins.
+    /// Inspect, list, export and hot-swap plugins.
     #[command(subcommand)]
     Plugin(plugin_cmd::PluginCommand),
+    /// Run the overlay protocols (membership + fanout forest) on a simulated network.
+    Sim(routefabric_sim::cli::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plugin(command) => plugin_cmd::run(command),
+        Command::Sim(args) => routefabric_sim::cli::run(args),
     };
     match result {
         Ok(code) => code,

@@ -330,7 +330,7 @@ impl HostedProofSource for WasmProofSource {
                 Guest::Proof(g) => g.call_observe(store, now, &observations),
                 Guest::Policy(_) => Ok(Vec::new()),
             })?;
-            sandbox.maybe_checkpoint();
+            sandbox.maybe_checkpoint(now);
             Ok(actions.into_iter().map(action_in).collect())
         })
     }

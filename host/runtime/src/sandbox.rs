@@ -66,7 +66,8 @@ pub(crate) struct Sandbox {
     retry_at: Option<Instant>,
     /// The last state taken with `snapshot`, restored after a restart.
     pub(crate) checkpoint: Option<Vec<u8>>,
-    last_checkpoint: Instant,
+    /// Caller's clock (ms) at the last checkpoint.
+    last_checkpoint: u64,
     counters: Arc<Counters>,
 }
 
@@ -88,7 +89,7 @@ impl Sandbox {
             faults_in_a_row: 0,
             retry_at: None,
             checkpoint: None,
-            last_checkpoint: Instant::now(),
+            last_checkpoint: 0,
             counters,
         };
         sandbox.live = Some(sandbox.instantiate()?);
@@ -163,9 +164,9 @@ impl Sandbox {
         ticks: u64,
         f: impl FnOnce(&mut Store<HostState>, &Guest) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        let now = Instant::now();
         bump(&self.counters.calls);
         if self.live.is_none() {
+            let now = Instant::now();
             if let Some(at) = self.retry_at
                 && now < at
             {
@@ -235,7 +236,7 @@ impl Sandbox {
                 };
                 tracing::warn!("{error}");
                 bump(&self.counters.failed);
-                self.fault(now);
+                self.fault(Instant::now());
                 Err(error)
             }
         }
@@ -259,19 +260,20 @@ impl Sandbox {
         })?;
         if outcome.is_ok() {
             self.checkpoint = Some(state.to_vec());
-            self.last_checkpoint = Instant::now();
         }
         Ok(outcome)
     }
 
-    /// Take a checkpoint of a proof source's state when the last one is older than the interval.
-    pub(crate) fn maybe_checkpoint(&mut self) {
+    /// Take a checkpoint of a proof source's state when the last one is older than the interval,
+    /// on the caller's clock (`now`, ms) so the hot path reads no clock.
+    pub(crate) fn maybe_checkpoint(&mut self, now: u64) {
+        let interval = self.runtime.config().checkpoint_interval.as_millis() as u64;
         if !matches!(self.compiled.indices, Indices::Proof(_))
-            || self.last_checkpoint.elapsed() < self.runtime.config().checkpoint_interval
+            || now.saturating_sub(self.last_checkpoint) < interval
         {
             return;
         }
-        self.last_checkpoint = Instant::now();
+        self.last_checkpoint = now;
         if let Ok(state) = self.snapshot() {
             self.checkpoint = Some(state);
         }

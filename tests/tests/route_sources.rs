@@ -1,0 +1,258 @@
+//! Route sources and policies give the same answers natively and as WebAssembly components, and
+//! their offers land in one route store that a policy reads.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap is a test that hides its failure
+
+use std::sync::OnceLock;
+
+use routefabric_builtin::{ACK_TRACE, EXPECTED_COST, LOWEST_COST, REDUNDANT};
+use routefabric_core::plugin::{
+    AckTrace, Action, Candidate, Decision, HostedProofSource, HostedRoutingPolicy, LinkSample,
+    Native, NextHop, Observation, ProofSource, RoutingPolicy,
+};
+use routefabric_core::{NodeId, RouteStore, RouteStoreConfig};
+use routefabric_runtime::{Runtime, RuntimeConfig, WasmProofSource, WasmRoutingPolicy};
+
+fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<(Runtime, tempfile::TempDir)> = OnceLock::new();
+    let (runtime, _dir) = RUNTIME.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        // Deadlines are wall-clock: on a busy machine a descheduled call can overrun 10 ms.
+        // Only the deadline test runs with the default (on a runtime of its own).
+        let config = RuntimeConfig {
+            cache_dir: Some(dir.path().to_path_buf()),
+            call_deadline: std::time::Duration::from_secs(1),
+            ..RuntimeConfig::default()
+        };
+        (Runtime::new(config).unwrap(), dir)
+    });
+    runtime
+}
+
+fn id(n: u64) -> NodeId {
+    NodeId::from_index(n)
+}
+
+/// A small deterministic generator (the stream must be the same on every run and machine).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, bound: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % bound
+    }
+}
+
+const ME: u64 = 1;
+const NODES: u64 = 24;
+const NEIGHBOURS: [u64; 4] = [2, 3, 4, 5];
+
+/// The traffic a node with 4 neighbours sees over ten minutes: links coming and going (with a
+/// restart), ACK traces of messages it sent, relayed and acknowledged, refresh timers.
+fn observation_stream(seed: u64) -> Vec<(u64, Vec<Observation>)> {
+    let mut rng = Lcg(seed);
+    let mut sessions = [1u64; 4];
+    let mut batches = Vec::new();
+    for step in 0..120u64 {
+        let now = step * 5_000;
+        let mut batch = Vec::new();
+        if step == 0 || rng.next(10) == 0 {
+            let n = rng.next(4) as usize;
+            if step > 0 && rng.next(3) == 0 {
+                sessions[n] += 1; // a restart
+            }
+            batch.push(Observation::Link(LinkSample {
+                peer: id(NEIGHBOURS[n]),
+                up: step == 0 || rng.next(4) != 0,
+                rtt_us: Some(200 + rng.next(2_000) as u32),
+                session: sessions[n],
+            }));
+        }
+        for _ in 0..rng.next(6) {
+            // A path through one of our neighbours, with this node somewhere on it.
+            let len = 2 + rng.next(6) as usize;
+            let mut path: Vec<NodeId> = Vec::with_capacity(len + 1);
+            while path.len() < len {
+                let n = id(6 + rng.next(NODES - 6));
+                if !path.contains(&n) {
+                    path.push(n);
+                }
+            }
+            let at = rng.next(len as u64) as usize;
+            path.insert(at, id(ME));
+            let neighbour = id(NEIGHBOURS[rng.next(4) as usize]);
+            if at + 1 < path.len() {
+                path[at + 1] = neighbour;
+            } else {
+                path[at - 1] = neighbour;
+            }
+            let rtt_ms = (at == 0).then(|| 1 + rng.next(80) as u32);
+            batch.push(Observation::Ack(AckTrace { path, rtt_ms }));
+        }
+        if step % 6 == 5 {
+            batch.push(Observation::Timer(1));
+        }
+        batches.push((now, batch));
+    }
+    batches
+}
+
+#[test]
+fn ack_trace_replays_identically_natively_and_in_wasm() {
+    let wasm =
+        WasmProofSource::load(runtime(), "ack-trace.wasm", ACK_TRACE.bytes, &[], id(ME)).unwrap();
+    let native = Native::new(ack_trace::AckTraceSource::init(&[], id(ME)).unwrap());
+    let mut offers = 0;
+    for (now, batch) in observation_stream(7) {
+        let from_wasm = wasm.observe(now, &batch).unwrap();
+        let from_native = native.observe(now, &batch).unwrap();
+        assert_eq!(from_wasm, from_native, "actions at t={now}");
+        offers += from_wasm
+            .iter()
+            .filter(|a| matches!(a, Action::Offer { .. }))
+            .count();
+        for dest in 2..NODES {
+            assert_eq!(
+                wasm.query(now, &id(dest)).unwrap(),
+                native.query(now, &id(dest)).unwrap()
+            );
+        }
+    }
+    assert!(
+        offers > 100,
+        "the stream exercises the source: {offers} offers"
+    );
+    assert_eq!(wasm.stats().failed, 0);
+}
+
+fn candidate_sets(seed: u64) -> Vec<Vec<Candidate>> {
+    let mut rng = Lcg(seed);
+    (0..200)
+        .map(|_| {
+            (0..rng.next(9))
+                .map(|_| Candidate {
+                    hop: NextHop {
+                        via: id(2 + rng.next(6)),
+                        cost: rng.next(20_000) as u32,
+                        ttl_ms: 1_000,
+                        confidence: rng.next(1_001) as f32 / 1_000.0,
+                    },
+                    source: ["ack-trace", "static-routes"][rng.next(2) as usize].into(),
+                    link_rtt_us: (rng.next(3) != 0).then(|| rng.next(5_000) as u32),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn same_decisions<P: RoutingPolicy + Send>(bytes: &[u8]) {
+    let wasm = WasmRoutingPolicy::load(runtime(), "policy.wasm", bytes, &[], id(ME)).unwrap();
+    let native = Native::new(P::init(&[], id(ME)).unwrap());
+    assert_eq!(wasm.info(), HostedRoutingPolicy::info(&native));
+    for candidates in candidate_sets(11) {
+        assert_eq!(
+            wasm.choose(0, &id(99), &candidates).unwrap(),
+            native.choose(0, &id(99), &candidates).unwrap()
+        );
+    }
+}
+
+#[test]
+fn policies_decide_identically_natively_and_in_wasm() {
+    same_decisions::<lowest_cost::LowestCost>(LOWEST_COST.bytes);
+    same_decisions::<expected_cost::ExpectedCost>(EXPECTED_COST.bytes);
+    same_decisions::<redundant::Redundant>(REDUNDANT.bytes);
+}
+
+#[test]
+fn offers_from_a_wasm_source_feed_the_store_and_a_policy_reads_it() {
+    let source =
+        WasmProofSource::load(runtime(), "ack-trace.wasm", ACK_TRACE.bytes, &[], id(ME)).unwrap();
+    let lowest =
+        WasmRoutingPolicy::load(runtime(), "lowest.wasm", LOWEST_COST.bytes, &[], id(ME)).unwrap();
+    let expected =
+        WasmRoutingPolicy::load(runtime(), "expected.wasm", EXPECTED_COST.bytes, &[], id(ME))
+            .unwrap();
+    let mut store = RouteStore::new(id(ME), RouteStoreConfig::default());
+    let sid = store.source("ack-trace");
+    let neighbours = |n: &NodeId| NEIGHBOURS.iter().any(|&x| id(x) == *n);
+
+    // Two ways to 9: two hops via 2 (sender's RTT 40 ms), three hops via 3.
+    let traces = [
+        Observation::Ack(AckTrace {
+            path: vec![id(1), id(2), id(9)],
+            rtt_ms: Some(40),
+        }),
+        Observation::Ack(AckTrace {
+            path: vec![id(1), id(3), id(7), id(9)],
+            rtt_ms: None,
+        }),
+        // A trace naming a non-neighbour as next hop: the store must refuse it.
+        Observation::Ack(AckTrace {
+            path: vec![id(1), id(66), id(8)],
+            rtt_ms: None,
+        }),
+    ];
+    for action in source.observe(0, &traces).unwrap() {
+        if let Action::Offer { dest, hops } = action {
+            store.offer(0, sid, dest, &hops, neighbours);
+        }
+    }
+    let routes = store.query(1, &id(9));
+    assert_eq!(routes.len(), 2);
+    assert!(store.query(1, &id(8)).is_empty());
+    assert!(
+        store
+            .source_counters(sid)
+            .unwrap()
+            .rejected(routefabric_core::route_store::Rejection::NotNeighbour)
+            >= 1
+    );
+
+    let candidates: Vec<Candidate> = routes
+        .iter()
+        .map(|r| Candidate {
+            hop: NextHop {
+                via: r.via,
+                cost: r.cost,
+                ttl_ms: 1_000,
+                confidence: r.confidence,
+            },
+            source: store.source_name(r.source).to_owned(),
+            link_rtt_us: Some(if r.via == id(2) { 20_000 } else { 300 }),
+        })
+        .collect();
+    // Lowest cost takes the 3-hop route (3,000 µs < 40,000 µs measured); expected cost agrees
+    // here, and both fall back when nothing is known.
+    let first = |d: Decision| match d {
+        Decision::Send(plan) => plan.hops[0],
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(first(lowest.choose(1, &id(9), &candidates).unwrap()), id(3));
+    assert_eq!(
+        first(expected.choose(1, &id(9), &candidates).unwrap()),
+        id(3)
+    );
+    assert_eq!(lowest.choose(1, &id(42), &[]).unwrap(), Decision::Fallback);
+
+    // The neighbour 3 goes down: its routes leave the store, the policy now picks 2.
+    store.link_down(&id(3));
+    let left: Vec<Candidate> = store
+        .query(2, &id(9))
+        .iter()
+        .map(|r| Candidate {
+            hop: NextHop {
+                via: r.via,
+                cost: r.cost,
+                ttl_ms: 1_000,
+                confidence: r.confidence,
+            },
+            source: "ack-trace".into(),
+            link_rtt_us: None,
+        })
+        .collect();
+    assert_eq!(first(lowest.choose(2, &id(9), &left).unwrap()), id(2));
+}
