@@ -1,9 +1,13 @@
 //! Hot reload: a `notify` watcher on the plugin folder feeds a bounded channel; a reload thread
-//! waits until the folder has been quiet for the debounce interval, then loads each changed file
-//! through the [`Registry`] (compile, canary, state transfer, atomic swap) — all off the callers'
-//! path.
+//! loads each changed file through the [`Registry`] (compile, canary, state transfer, atomic swap)
+//! — all off the callers' path.
+//!
+//! When a file is complete — renamed into the folder (how deployment tools publish a file) or
+//! closed by the process that wrote it — it is loaded at once. Other events (a write still under
+//! way, an editor's in-place save without close events on some platforms) wait until the folder
+//! has been quiet for the debounce interval.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,7 +75,7 @@ impl Watcher {
         debounce: Duration,
         reports: Option<SyncSender<ReloadReport>>,
     ) -> Result<Self, WatchError> {
-        let (tx, rx) = mpsc::sync_channel::<PathBuf>(EVENT_QUEUE);
+        let (tx, rx) = mpsc::sync_channel::<(PathBuf, bool)>(EVENT_QUEUE);
         let overflow = Arc::new(AtomicBool::new(false));
         let notify_error = |source| WatchError::Notify {
             dir: dir.display().to_string(),
@@ -96,9 +100,15 @@ impl Watcher {
                 if !relevant {
                     return;
                 }
+                use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+                let complete = matches!(
+                    event.kind,
+                    EventKind::Access(AccessKind::Close(AccessMode::Write))
+                        | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+                );
                 for path in event.paths {
                     if is_plugin_file(&path) {
-                        match tx.try_send(path) {
+                        match tx.try_send((path, complete)) {
                             Ok(()) => {}
                             Err(TrySendError::Full(_)) => overflow.store(true, Ordering::Relaxed),
                             Err(TrySendError::Disconnected(_)) => return,
@@ -132,7 +142,7 @@ impl Watcher {
 fn reload_loop(
     registry: Arc<Registry>,
     dir: PathBuf,
-    rx: mpsc::Receiver<PathBuf>,
+    rx: mpsc::Receiver<(PathBuf, bool)>,
     overflow: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     debounce: Duration,
@@ -140,18 +150,22 @@ fn reload_loop(
 ) {
     // How often the thread looks at `stop` when nothing happens.
     const IDLE_POLL: Duration = Duration::from_millis(50);
-    let mut pending: BTreeSet<PathBuf> = BTreeSet::new();
+    // Files that changed, and whether their last event said they are complete.
+    let mut pending: BTreeMap<PathBuf, bool> = BTreeMap::new();
     let mut rescan = false;
     let mut last_event = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let wait = if pending.is_empty() && !rescan {
+        let wait = if pending.values().any(|&complete| complete) {
+            Duration::ZERO
+        } else if pending.is_empty() && !rescan {
             IDLE_POLL
         } else {
             debounce.saturating_sub(last_event.elapsed())
         };
         match rx.recv_timeout(wait) {
-            Ok(path) => {
-                pending.insert(path);
+            Ok((path, complete)) => {
+                // The latest event decides: a write after a close makes the file incomplete.
+                pending.insert(path, complete);
                 last_event = Instant::now();
                 continue;
             }
@@ -161,21 +175,26 @@ fn reload_loop(
         if overflow.swap(false, Ordering::Relaxed) {
             rescan = true;
         }
-        if last_event.elapsed() < debounce {
-            continue;
-        }
-        if rescan {
+        let quiet = last_event.elapsed() >= debounce;
+        if rescan && quiet {
             rescan = false;
             if let Ok(entries) = std::fs::read_dir(&dir) {
-                pending.extend(
-                    entries
-                        .filter_map(Result::ok)
-                        .map(|e| e.path())
-                        .filter(|p| is_plugin_file(p)),
-                );
+                for path in entries.filter_map(Result::ok).map(|e| e.path()) {
+                    if is_plugin_file(&path) {
+                        pending.insert(path, true);
+                    }
+                }
             }
         }
-        for path in std::mem::take(&mut pending) {
+        let ready: Vec<PathBuf> = pending
+            .iter()
+            .filter(|&(_, &complete)| complete || quiet)
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in &ready {
+            pending.remove(path);
+        }
+        for path in ready {
             if !path.is_file() {
                 tracing::warn!(file = %path.display(), "plugin file removed; the plugin keeps running until a new version is written");
                 continue;
