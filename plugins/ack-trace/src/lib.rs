@@ -230,9 +230,8 @@ impl AckTraceSource {
                     learned_at: now,
                 },
             );
-            if !touched.contains(dest) {
-                touched.push(*dest);
-            }
+            // Deduplicated once per batch (sort + dedup in `observe`), not per push.
+            touched.push(*dest);
         }
     }
 }
