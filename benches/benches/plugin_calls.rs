@@ -98,8 +98,12 @@ fn candidates() -> Vec<Candidate> {
 
 fn main() {
     let cache = tempfile::tempdir().expect("temp dir");
+    // A batch of 1,000 ACK traces takes a few ms; a 10 ms wall-clock deadline would fail the odd
+    // call when the machine hiccups, and the restart backoff would then fail calls fast and skew
+    // the medians. This measures cost, not deadlines (those have their own tests).
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(cache.path().to_path_buf()),
+        call_deadline: std::time::Duration::from_millis(100),
         ..RuntimeConfig::default()
     })
     .expect("runtime");

@@ -103,7 +103,7 @@ fn main() {
             b.iter(|| {
                 j += 1;
                 let d = next - (j % (n / 2));
-                black_box(store.query(3, &dest(d)))
+                black_box(store.query(3, &dest(d)).len())
             })
         });
         group.finish();

@@ -561,7 +561,7 @@ fn a_plugin_folder_overrides_builtins_by_name() {
     let set = registry.plugins();
     assert_eq!(
         set.proof_sources.keys().collect::<Vec<_>>(),
-        vec!["ack-trace", "probe", "static-routes"]
+        vec!["ack-trace", "fanout-token", "probe", "static-routes"]
     );
     assert_eq!(
         set.policies.keys().collect::<Vec<_>>(),

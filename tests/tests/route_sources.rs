@@ -5,10 +5,10 @@
 
 use std::sync::OnceLock;
 
-use routefabric_builtin::{ACK_TRACE, EXPECTED_COST, LOWEST_COST, REDUNDANT};
+use routefabric_builtin::{ACK_TRACE, EXPECTED_COST, FANOUT_TOKEN, LOWEST_COST, REDUNDANT};
 use routefabric_core::plugin::{
     AckTrace, Action, Candidate, Decision, HostedProofSource, HostedRoutingPolicy, LinkSample,
-    Native, NextHop, Observation, ProofSource, RoutingPolicy,
+    Native, NextHop, Observation, ProofSource, RouteToken, RoutingPolicy,
 };
 use routefabric_core::{NodeId, RouteStore, RouteStoreConfig};
 use routefabric_runtime::{Runtime, RuntimeConfig, WasmProofSource, WasmRoutingPolicy};
@@ -128,6 +128,117 @@ fn ack_trace_replays_identically_natively_and_in_wasm() {
     assert_eq!(wasm.stats().failed, 0);
 }
 
+/// Route tokens of two trees this node belongs to, as members join, move and leave.
+fn token_stream(seed: u64) -> Vec<(u64, Vec<Observation>)> {
+    let mut rng = Lcg(seed);
+    let mut batches = Vec::new();
+    for step in 0..100u64 {
+        let now = step * 2_000;
+        let mut batch = Vec::new();
+        for _ in 0..1 + rng.next(5) {
+            let channel = ["writer-a", "shard-7"][rng.next(2) as usize];
+            let root = if channel == "writer-a" { 30 } else { 31 };
+            // Our own position: under a neighbour that is a child of the root, or deeper.
+            let mut path = vec![id(root)];
+            if rng.next(4) == 0 {
+                path.push(id(NEIGHBOURS[rng.next(4) as usize]));
+                path.push(id(ME));
+            } else {
+                let depth = 1 + rng.next(4) as usize;
+                while path.len() <= depth {
+                    let n = id(6 + rng.next(NODES - 6));
+                    if !path.contains(&n) {
+                        path.push(n);
+                    }
+                }
+                if rng.next(3) == 0 {
+                    let at = 1 + rng.next(path.len() as u64 - 1) as usize;
+                    path.insert(at, id(ME));
+                }
+            }
+            batch.push(Observation::Token(RouteToken {
+                channel: channel.to_owned(),
+                path,
+                issued_at_ms: now + rng.next(100),
+            }));
+        }
+        if rng.next(12) == 0 {
+            batch.push(Observation::Link(LinkSample {
+                peer: id(NEIGHBOURS[rng.next(4) as usize]),
+                up: false,
+                rtt_us: None,
+                session: 1,
+            }));
+        }
+        if step % 7 == 6 {
+            batch.push(Observation::Timer(1));
+        }
+        batches.push((now, batch));
+    }
+    batches
+}
+
+#[test]
+fn fanout_token_replays_identically_natively_and_in_wasm() {
+    let wasm = WasmProofSource::load(
+        runtime(),
+        "fanout-token.wasm",
+        FANOUT_TOKEN.bytes,
+        &[],
+        id(ME),
+    )
+    .unwrap();
+    let native = Native::new(fanout_token::FanoutToken::init(&[], id(ME)).unwrap());
+    let mut offers = 0;
+    for (now, batch) in token_stream(3) {
+        let from_wasm = wasm.observe(now, &batch).unwrap();
+        assert_eq!(
+            from_wasm,
+            native.observe(now, &batch).unwrap(),
+            "actions at t={now}"
+        );
+        offers += from_wasm
+            .iter()
+            .filter(|a| matches!(a, Action::Offer { .. }))
+            .count();
+        for dest in 2..NODES {
+            assert_eq!(
+                wasm.query(now, &id(dest)).unwrap(),
+                native.query(now, &id(dest)).unwrap()
+            );
+        }
+    }
+    assert!(
+        offers > 50,
+        "the stream exercises the source: {offers} offers"
+    );
+}
+
+#[test]
+fn every_builtin_passes_plugin_check_in_its_world() {
+    use routefabric_runtime::PluginKind::{ProofSource as Source, RoutingPolicy as Policy};
+    let expected = [
+        ("static-routes", Source),
+        ("ack-trace", Source),
+        ("fanout-token", Source),
+        ("lowest-cost", Policy),
+        ("expected-cost", Policy),
+        ("redundant", Policy),
+    ];
+    assert_eq!(routefabric_builtin::ALL.len(), expected.len());
+    for (plugin, (name, kind)) in routefabric_builtin::ALL.iter().zip(expected) {
+        let inspection = runtime().inspect(plugin.file_name, plugin.bytes).unwrap();
+        assert_eq!(
+            (inspection.info.name.as_str(), inspection.kind),
+            (name, kind)
+        );
+        assert_eq!(
+            inspection.contract_version,
+            routefabric_runtime::CONTRACT_VERSION
+        );
+    }
+}
+
 fn candidate_sets(seed: u64) -> Vec<Vec<Candidate>> {
     let mut rng = Lcg(seed);
     (0..200)
@@ -201,7 +312,7 @@ fn offers_from_a_wasm_source_feed_the_store_and_a_policy_reads_it() {
             store.offer(0, sid, dest, &hops, neighbours);
         }
     }
-    let routes = store.query(1, &id(9));
+    let routes = store.query(1, &id(9)).to_vec();
     assert_eq!(routes.len(), 2);
     assert!(store.query(1, &id(8)).is_empty());
     assert!(

@@ -30,6 +30,12 @@ pub const ACK_TRACE: BuiltinPlugin = BuiltinPlugin {
     bytes: include_bytes!(concat!(env!("OUT_DIR"), "/ack_trace.wasm")),
 };
 
+/// `fanout-token`: a proof source offering next hops inside fanout trees, from route tokens.
+pub const FANOUT_TOKEN: BuiltinPlugin = BuiltinPlugin {
+    file_name: "fanout-token.wasm",
+    bytes: include_bytes!(concat!(env!("OUT_DIR"), "/fanout_token.wasm")),
+};
+
 /// `expected-cost`: a policy ranking by cost / confidence plus link latency.
 pub const EXPECTED_COST: BuiltinPlugin = BuiltinPlugin {
     file_name: "expected-cost.wasm",
@@ -46,6 +52,7 @@ pub const REDUNDANT: BuiltinPlugin = BuiltinPlugin {
 pub const ALL: &[BuiltinPlugin] = &[
     STATIC_ROUTES,
     ACK_TRACE,
+    FANOUT_TOKEN,
     LOWEST_COST,
     EXPECTED_COST,
     REDUNDANT,

@@ -342,7 +342,9 @@ impl RouteStore {
                     None => {
                         self.slots.push(Slot {
                             dest,
-                            routes: Vec::new(),
+                            // Most destinations have one route: a Vec's first growth would
+                            // reserve four (256 B); reserve what is used.
+                            routes: Vec::with_capacity(1),
                             newer: NIL,
                             older: NIL,
                         });
@@ -367,6 +369,9 @@ impl RouteStore {
         {
             *existing = route;
         } else {
+            if routes.len() == routes.capacity() {
+                routes.reserve_exact(1);
+            }
             routes.push(route);
             self.total += 1;
             self.by_via.entry(route.via).or_default().insert(slot);
@@ -445,9 +450,9 @@ impl RouteStore {
 
     /// Ranked candidates toward `dest` at `now` (best first). Expired routes are dropped on the
     /// way; the destination becomes the most recently used.
-    pub fn query(&mut self, now: Millis, dest: &NodeId) -> Vec<Route> {
+    pub fn query(&mut self, now: Millis, dest: &NodeId) -> &[Route] {
         let Some(&slot) = self.index.get(dest) else {
-            return Vec::new();
+            return &[];
         };
         if self.slots[slot as usize]
             .routes
@@ -456,15 +461,17 @@ impl RouteStore {
         {
             self.remove_where(slot, |r| r.expires_at <= now, |c| c.expired += 1);
             if !self.index.contains_key(dest) {
-                return Vec::new();
+                return &[];
             }
         }
         self.touch(slot);
-        let routes = self.slots[slot as usize].routes.clone();
-        for route in &routes {
-            self.counters_mut(route.source).hits += 1;
+        let routes = &self.slots[slot as usize].routes;
+        for route in routes {
+            if let Some((_, counters)) = self.sources.get_mut(route.source.0 as usize) {
+                counters.hits += 1;
+            }
         }
-        routes
+        &self.slots[slot as usize].routes
     }
 
     /// Remove every route `source` offered toward `dest`.
@@ -607,7 +614,7 @@ mod tests {
             2
         );
         assert_eq!(s.offer(0, b, id(9), &[hop(2, 100, 1_000, 0.9)], any), 1);
-        assert_eq!(vias(&s.query(0, &id(9))), vec![2, 3, 2]);
+        assert_eq!(vias(s.query(0, &id(9))), vec![2, 3, 2]);
         // Refresh a's route via 2: cheaper now, no new entry.
         s.offer(10, a, id(9), &[hop(2, 50, 1_000, 0.9)], any);
         let routes = s.query(10, &id(9));
@@ -648,7 +655,7 @@ mod tests {
         assert_eq!(c.rejected(Rejection::SelfDestination), 1);
         assert_eq!(c.rejected(Rejection::TooManyHops), 17);
         assert_eq!((c.offered, c.accepted), (7 + 1 + 17, 1));
-        assert_eq!(vias(&s.query(0, &id(9))), vec![3]);
+        assert_eq!(vias(s.query(0, &id(9))), vec![3]);
     }
 
     #[test]
@@ -663,9 +670,9 @@ mod tests {
         );
         s.offer(100, a, id(8), &[hop(2, 1, 50, 1.0)], any);
         assert_eq!(s.next_expiry(), Some(150));
-        assert_eq!(vias(&s.query(149, &id(9))), vec![2, 3]);
+        assert_eq!(vias(s.query(149, &id(9))), vec![2, 3]);
         assert_eq!(
-            vias(&s.query(150, &id(9))),
+            vias(s.query(150, &id(9))),
             vec![3],
             "expired at exactly ttl"
         );
@@ -694,7 +701,7 @@ mod tests {
             ],
             any,
         );
-        assert_eq!(vias(&s.query(0, &id(9))), vec![3, 4]);
+        assert_eq!(vias(s.query(0, &id(9))), vec![3, 4]);
         assert_eq!(s.source_counters(a).unwrap().evicted, 1);
         assert_eq!(s.len(), 2);
     }
@@ -731,10 +738,10 @@ mod tests {
         s.offer(0, b, id(8), &[hop(2, 1, 1_000, 1.0)], any);
         s.offer(0, b, id(2), &[hop(3, 1, 1_000, 1.0)], any);
         s.link_down(&id(2));
-        assert_eq!(vias(&s.query(0, &id(9))), vec![3]);
+        assert_eq!(vias(s.query(0, &id(9))), vec![3]);
         assert!(s.query(0, &id(8)).is_empty());
         assert_eq!(
-            vias(&s.query(0, &id(2))),
+            vias(s.query(0, &id(2))),
             vec![3],
             "a route *to* the peer via another stays"
         );

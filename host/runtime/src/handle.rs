@@ -239,8 +239,30 @@ impl Handle {
 }
 
 macro_rules! handle_accessors {
-    ($ty:ident) => {
+    ($ty:ident, $kind:expr, $what:literal) => {
         impl $ty {
+            #[doc = concat!("Validate `bytes` as ", $what, " (named `file` in errors), instantiate it")]
+            /// and `init` it with `config` on the node `self_id`.
+            pub fn load(
+                runtime: &Runtime,
+                file: &str,
+                bytes: &[u8],
+                config: &[u8],
+                self_id: NodeId,
+            ) -> Result<Self, LoadError> {
+                let compiled = runtime.compile(file, bytes, Some($kind))?;
+                Self::from_compiled(runtime, compiled, config.into(), self_id)
+            }
+
+            pub(crate) fn from_compiled(
+                runtime: &Runtime,
+                compiled: Compiled,
+                config: Arc<[u8]>,
+                self_id: NodeId,
+            ) -> Result<Self, LoadError> {
+                Handle::start(runtime, compiled, config, self_id).map($ty)
+            }
+
             /// The plugin's name (stable across versions).
             pub fn name(&self) -> &str {
                 &self.0.name
@@ -285,31 +307,9 @@ macro_rules! handle_accessors {
 
 /// A proof source running in WebAssembly.
 pub struct WasmProofSource(Handle);
-handle_accessors!(WasmProofSource);
+handle_accessors!(WasmProofSource, PluginKind::ProofSource, "a proof source");
 
 impl WasmProofSource {
-    /// Validate `bytes` as a proof source (named `file` in errors), instantiate it and `init` it
-    /// with `config` on the node `self_id`.
-    pub fn load(
-        runtime: &Runtime,
-        file: &str,
-        bytes: &[u8],
-        config: &[u8],
-        self_id: NodeId,
-    ) -> Result<Self, LoadError> {
-        let compiled = runtime.compile(file, bytes, Some(PluginKind::ProofSource))?;
-        Self::from_compiled(runtime, compiled, config.into(), self_id)
-    }
-
-    pub(crate) fn from_compiled(
-        runtime: &Runtime,
-        compiled: Compiled,
-        config: Arc<[u8]>,
-        self_id: NodeId,
-    ) -> Result<Self, LoadError> {
-        Handle::start(runtime, compiled, config, self_id).map(WasmProofSource)
-    }
-
     /// The running version's state, as `snapshot` returns it.
     pub fn snapshot(&self) -> Result<Vec<u8>, CallError> {
         self.0.with_sandbox(|s| s.snapshot())
@@ -350,30 +350,11 @@ impl HostedProofSource for WasmProofSource {
 
 /// A routing policy running in WebAssembly.
 pub struct WasmRoutingPolicy(Handle);
-handle_accessors!(WasmRoutingPolicy);
-
-impl WasmRoutingPolicy {
-    /// Validate `bytes` as a routing policy, instantiate it and `init` it.
-    pub fn load(
-        runtime: &Runtime,
-        file: &str,
-        bytes: &[u8],
-        config: &[u8],
-        self_id: NodeId,
-    ) -> Result<Self, LoadError> {
-        let compiled = runtime.compile(file, bytes, Some(PluginKind::RoutingPolicy))?;
-        Self::from_compiled(runtime, compiled, config.into(), self_id)
-    }
-
-    pub(crate) fn from_compiled(
-        runtime: &Runtime,
-        compiled: Compiled,
-        config: Arc<[u8]>,
-        self_id: NodeId,
-    ) -> Result<Self, LoadError> {
-        Handle::start(runtime, compiled, config, self_id).map(WasmRoutingPolicy)
-    }
-}
+handle_accessors!(
+    WasmRoutingPolicy,
+    PluginKind::RoutingPolicy,
+    "a routing policy"
+);
 
 impl HostedRoutingPolicy for WasmRoutingPolicy {
     fn info(&self) -> PluginInfo {
