@@ -233,12 +233,14 @@ impl RouteStore {
     }
 
     fn counters_mut(&mut self, id: SourceId) -> &mut SourceCounters {
-        let i = (id.0 as usize).min(self.sources.len().saturating_sub(1));
+        // Ids come from `source`, so they index the table; an id from another store (a caller
+        // bug) is counted against the last source rather than panicking.
         if self.sources.is_empty() {
             self.sources
                 .push(("?".to_owned(), SourceCounters::default()));
         }
-        &mut self.sources[i].1
+        let last = self.sources.len() - 1;
+        &mut self.sources[(id.0 as usize).min(last)].1
     }
 
     /// Count a rejection that happened outside the store (e.g. an oversized plugin message).
