@@ -16,15 +16,20 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use routefabric_benches::criterion_median_ns;
-use routefabric_builtin::{ACK_TRACE, LOWEST_COST, STATIC_ROUTES};
+use routefabric_builtin::{
+    ACK_TRACE, EXPECTED_COST, FANOUT_TOKEN, LOWEST_COST, REDUNDANT, STATIC_ROUTES,
+};
 use routefabric_core::NodeId;
 use routefabric_core::plugin::{
     AckTrace, Candidate, HostedProofSource, HostedRoutingPolicy, LinkSample, Native, NextHop,
-    Observation, ProofSource, RoutingPolicy,
+    Observation, ProofSource, RouteToken, RoutingPolicy,
 };
 use routefabric_runtime::{Runtime, RuntimeConfig, WasmProofSource, WasmRoutingPolicy};
 
 const HOPS: u64 = 8;
+
+/// The WASM and the native build of one policy, labelled.
+type PolicyPair<'a> = [(&'a str, &'a dyn HostedRoutingPolicy); 2];
 const BATCH: u64 = 1_000;
 
 fn id(n: u64) -> NodeId {
@@ -81,6 +86,22 @@ fn trace_batch(round: u64) -> Vec<Observation> {
         .collect()
 }
 
+/// Route tokens of members of a 4-level tree this node (id 1) sits in at depth 1.
+fn token_batch(round: u64) -> Vec<Observation> {
+    (0..BATCH)
+        .map(|i| {
+            let member = 10_000 + (i + round) % 3_000;
+            let mut path = vec![id(2), id(1)];
+            path.extend([id(20 + member % 16), id(400 + member % 256), id(member)]);
+            Observation::Token(RouteToken {
+                channel: "writer".to_owned(),
+                path,
+                issued_at_ms: round,
+            })
+        })
+        .collect()
+}
+
 fn candidates() -> Vec<Candidate> {
     (0..HOPS)
         .map(|i| Candidate {
@@ -126,12 +147,37 @@ fn main() {
     let native_acks = Native::new(ack_trace::AckTraceSource::init(&[], me).expect("native init"));
     let ack_sources: [(&str, &dyn HostedProofSource); 2] =
         [("wasm", &wasm_acks), ("native", &native_acks)];
+    let wasm_tokens =
+        WasmProofSource::load(&runtime, "fanout-token.wasm", FANOUT_TOKEN.bytes, &[], me)
+            .expect("fanout-token loads");
+    let native_tokens = Native::new(fanout_token::FanoutToken::init(&[], me).expect("native init"));
+    let token_sources: [(&str, &dyn HostedProofSource); 2] =
+        [("wasm", &wasm_tokens), ("native", &native_tokens)];
     let wasm_policy =
         WasmRoutingPolicy::load(&runtime, "lowest-cost.wasm", LOWEST_COST.bytes, &[], me)
             .expect("lowest-cost loads");
     let native_policy = Native::new(lowest_cost::LowestCost::init(&[], me).expect("native init"));
     let policies: [(&str, &dyn HostedRoutingPolicy); 2] =
         [("wasm", &wasm_policy), ("native", &native_policy)];
+    let wasm_expected =
+        WasmRoutingPolicy::load(&runtime, "expected-cost.wasm", EXPECTED_COST.bytes, &[], me)
+            .expect("expected-cost loads");
+    let native_expected =
+        Native::new(expected_cost::ExpectedCost::init(&[], me).expect("native init"));
+    let wasm_redundant =
+        WasmRoutingPolicy::load(&runtime, "redundant.wasm", REDUNDANT.bytes, &[], me)
+            .expect("redundant loads");
+    let native_redundant = Native::new(redundant::Redundant::init(&[], me).expect("native init"));
+    let other_policies: [(&str, PolicyPair<'_>); 2] = [
+        (
+            "expected-cost",
+            [("wasm", &wasm_expected), ("native", &native_expected)],
+        ),
+        (
+            "redundant",
+            [("wasm", &wasm_redundant), ("native", &native_redundant)],
+        ),
+    ];
 
     let mut c = Criterion::default().configure_from_args();
 
@@ -179,12 +225,49 @@ fn main() {
         group.finish();
     }
     {
+        let mut group = c.benchmark_group("observe");
+        group.throughput(Throughput::Elements(BATCH));
+        let batches: Vec<Vec<Observation>> = (0..4).map(token_batch).collect();
+        for (name, source) in token_sources {
+            let mut round = 0usize;
+            group.bench_function(BenchmarkId::new(name, "1000-route-tokens"), |b| {
+                b.iter(|| {
+                    round += 1;
+                    black_box(source.observe(round as u64, &batches[round % batches.len()]))
+                })
+            });
+        }
+        group.finish();
+    }
+    {
+        // Queries of the learning sources, on the state the batches above left.
+        let mut group = c.benchmark_group("query");
+        for (label, pair, dest) in [
+            ("ack-trace", ack_sources, id(10_003)),
+            ("fanout-token", token_sources, id(10_003)),
+        ] {
+            for (name, source) in pair {
+                group.bench_function(BenchmarkId::new(name, label), |b| {
+                    b.iter(|| black_box(source.query(black_box(5), black_box(&dest))))
+                });
+            }
+        }
+        group.finish();
+    }
+    {
         let mut group = c.benchmark_group("choose");
         let candidates = candidates();
         for (name, policy) in policies {
             group.bench_function(BenchmarkId::new(name, "8-candidates"), |b| {
                 b.iter(|| black_box(policy.choose(1, black_box(&id(1_000)), &candidates)))
             });
+        }
+        for (label, pair) in other_policies {
+            for (name, policy) in pair {
+                group.bench_function(BenchmarkId::new(name, label), |b| {
+                    b.iter(|| black_box(policy.choose(1, black_box(&id(1_000)), &candidates)))
+                });
+            }
         }
         group.finish();
     }
@@ -193,10 +276,20 @@ fn main() {
 
     let mut rows: BTreeMap<&str, (f64, f64, f64)> = BTreeMap::new();
     for (label, group, function, per) in [
-        ("query", "query", "8-hops", 1.0),
+        ("query static", "query", "8-hops", 1.0),
         ("observe links", "observe", "1000-links", BATCH as f64),
         ("observe acks", "observe", "1000-ack-traces", BATCH as f64),
-        ("choose", "choose", "8-candidates", 1.0),
+        (
+            "observe tokens",
+            "observe",
+            "1000-route-tokens",
+            BATCH as f64,
+        ),
+        ("query acks", "query", "ack-trace", 1.0),
+        ("query tokens", "query", "fanout-token", 1.0),
+        ("choose lowest", "choose", "8-candidates", 1.0),
+        ("choose expect", "choose", "expected-cost", 1.0),
+        ("choose redund", "choose", "redundant", 1.0),
     ] {
         let wasm = criterion_median_ns(group, &format!("wasm/{function}"));
         let native = criterion_median_ns(group, &format!("native/{function}"));

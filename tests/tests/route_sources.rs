@@ -367,3 +367,67 @@ fn offers_from_a_wasm_source_feed_the_store_and_a_policy_reads_it() {
         .collect();
     assert_eq!(first(lowest.choose(2, &id(9), &left).unwrap()), id(2));
 }
+
+#[test]
+fn selecting_another_policy_changes_the_next_decision() {
+    use routefabric_runtime::{DEFAULT_POLICY, Registry};
+    let registry = Registry::new(runtime().clone(), id(ME), Default::default());
+    for plugin in routefabric_builtin::ALL {
+        registry.load_bytes(plugin.file_name, plugin.bytes).unwrap();
+    }
+    // Via 2: cheap but unsure. Via 3: dearer but sure, on a fast link.
+    let candidates = [
+        Candidate {
+            hop: NextHop {
+                via: id(2),
+                cost: 1_000,
+                ttl_ms: 1_000,
+                confidence: 0.2,
+            },
+            source: "ack-trace".into(),
+            link_rtt_us: Some(300),
+        },
+        Candidate {
+            hop: NextHop {
+                via: id(3),
+                cost: 2_000,
+                ttl_ms: 1_000,
+                confidence: 1.0,
+            },
+            source: "fanout-token".into(),
+            link_rtt_us: Some(300),
+        },
+    ];
+    let decide = || {
+        registry
+            .active_policy()
+            .unwrap()
+            .choose(0, &id(9), &candidates)
+            .unwrap()
+    };
+    let plan = |d: Decision| match d {
+        Decision::Send(plan) => (plan.hops[0], plan.copies),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(registry.active_policy().unwrap().name(), DEFAULT_POLICY);
+    assert_eq!(
+        plan(decide()),
+        (id(2), 1),
+        "lowest cost takes the cheap route"
+    );
+    registry.select_policy("expected-cost").unwrap();
+    assert_eq!(
+        plan(decide()),
+        (id(3), 1),
+        "expected cost weighs the confidence"
+    );
+    registry.select_policy("redundant").unwrap();
+    assert_eq!(plan(decide()), (id(3), 2), "redundant sends two copies");
+    let err = registry.select_policy("nope").unwrap_err();
+    assert!(err.to_string().contains("lowest-cost"), "{err}");
+    assert_eq!(
+        registry.active_policy().unwrap().name(),
+        "redundant",
+        "unchanged by the error"
+    );
+}

@@ -33,5 +33,5 @@ pub use engine::{Runtime, RuntimeConfig};
 pub use error::{LoadError, Problem, RuntimeError, SwapError};
 pub use handle::{CallStats, WasmProofSource, WasmRoutingPolicy};
 pub use inspect::{CONTRACT_PACKAGE, CONTRACT_VERSION, Inspection, PluginKind};
-pub use registry::{LoadOutcome, PluginSet, Registry};
+pub use registry::{DEFAULT_POLICY, LoadOutcome, PluginSet, Registry, UnknownPolicy};
 pub use watcher::{ReloadReport, WatchError, Watcher};

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use routefabric_core::NodeId;
 
 use crate::engine::Runtime;
@@ -58,8 +58,23 @@ pub struct Registry {
     self_id: NodeId,
     configs: BTreeMap<String, Arc<[u8]>>,
     set: ArcSwap<PluginSet>,
+    /// The routing policy decisions are made with, by name (`None`: the default).
+    active_policy: ArcSwapOption<String>,
     /// Serialises changes to the set (calls never take it).
     change: Mutex<()>,
+}
+
+/// The policy used when none was selected, if it is loaded; otherwise the first by name.
+pub const DEFAULT_POLICY: &str = "lowest-cost";
+
+/// A policy name that no loaded plugin has.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no routing policy named `{name}` is loaded (loaded: {loaded})")]
+pub struct UnknownPolicy {
+    /// The name asked for.
+    pub name: String,
+    /// The names loaded.
+    pub loaded: String,
 }
 
 impl std::fmt::Debug for Registry {
@@ -80,6 +95,7 @@ impl Registry {
             self_id,
             configs: configs.into_iter().map(|(k, v)| (k, v.into())).collect(),
             set: ArcSwap::from_pointee(PluginSet::default()),
+            active_policy: ArcSwapOption::empty(),
             change: Mutex::new(()),
         }
     }
@@ -97,6 +113,34 @@ impl Registry {
     /// A routing policy by name.
     pub fn policy(&self, name: &str) -> Option<Arc<WasmRoutingPolicy>> {
         self.set.load().policies.get(name).cloned()
+    }
+
+    /// Make `name` the routing policy that decides from now on: the next decision uses it, a
+    /// decision under way finishes with the one it started with.
+    pub fn select_policy(&self, name: &str) -> Result<(), UnknownPolicy> {
+        let set = self.set.load();
+        if !set.policies.contains_key(name) {
+            return Err(UnknownPolicy {
+                name: name.to_owned(),
+                loaded: set.policies.keys().cloned().collect::<Vec<_>>().join(", "),
+            });
+        }
+        self.active_policy.store(Some(Arc::new(name.to_owned())));
+        tracing::info!(policy = name, "routing policy selected");
+        Ok(())
+    }
+
+    /// The routing policy in force: the selected one, else [`DEFAULT_POLICY`], else the first
+    /// loaded by name.
+    pub fn active_policy(&self) -> Option<Arc<WasmRoutingPolicy>> {
+        let set = self.set.load();
+        let selected = self.active_policy.load();
+        selected
+            .as_deref()
+            .and_then(|name| set.policies.get(name.as_str()))
+            .or_else(|| set.policies.get(DEFAULT_POLICY))
+            .or_else(|| set.policies.values().next())
+            .cloned()
     }
 
     /// Load a component: add it if its plugin name is new, hot-swap it in if a plugin of that
