@@ -99,7 +99,7 @@ extern crate self as routefabric_plugin_sdk;
 pub use routefabric_core::NodeId;
 pub use routefabric_core::plugin::{
     AckTrace, Action, Candidate, Decision, LinkSample, Millis, NextHop, Observation, PeerMessage,
-    PluginInfo, ProofSource, RoutePlan, RouteToken, RoutingPolicy,
+    PluginInfo, ProofSource, RoutePlan, RouteToken, RoutingPolicy, decayed_confidence,
 };
 
 /// Everything a plugin usually needs, in one `use`.
@@ -107,6 +107,7 @@ pub mod prelude {
     pub use crate::{
         AckTrace, Action, Candidate, Decision, LinkSample, Millis, NextHop, NodeId, Observation,
         PeerMessage, PluginInfo, ProofSource, RoutePlan, RouteToken, RoutingPolicy,
+        decayed_confidence,
     };
 }
 

@@ -121,6 +121,24 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// What brings the route store in line with a source's current `hops` toward `dest`: an
+    /// offer, or a withdrawal when none are left.
+    pub fn offer_or_withdraw(dest: NodeId, hops: Vec<NextHop>) -> Action {
+        if hops.is_empty() {
+            Action::Withdraw(dest)
+        } else {
+            Action::Offer { dest, hops }
+        }
+    }
+}
+
+/// `confidence` after `age_ms`, halving every `half_life_ms` (treated as at least 1 ms).
+pub fn decayed_confidence(confidence: f32, age_ms: u64, half_life_ms: u32) -> f32 {
+    let halvings = age_ms as f64 / f64::from(half_life_ms.max(1));
+    (f64::from(confidence) * 0.5f64.powf(halvings)) as f32
+}
+
 /// A candidate as a routing policy sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {

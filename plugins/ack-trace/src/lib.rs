@@ -90,11 +90,10 @@ pub struct AckTraceSource {
 
 impl AckTraceSource {
     fn confidence(&self, learned: &Learned, now: Millis) -> f32 {
-        let age = now.saturating_sub(learned.learned_at) as f64;
-        let half_life = f64::from(self.config.half_life_ms.max(1));
         // Longer paths are a little less certain to hold.
-        let base = (1.0 - 0.05 * f64::from(learned.hops.saturating_sub(1))).max(0.5);
-        (base * 0.5f64.powf(age / half_life)) as f32
+        let base = (1.0 - 0.05 * f32::from(learned.hops.saturating_sub(1))).max(0.5);
+        let age = now.saturating_sub(learned.learned_at);
+        decayed_confidence(base, age, self.config.half_life_ms)
     }
 
     fn alive(&self, learned: &Learned, now: Millis) -> bool {
@@ -178,15 +177,6 @@ impl AckTraceSource {
             !d.ways.is_empty()
         });
         changed
-    }
-
-    fn offer(&self, now: Millis, dest: NodeId, actions: &mut Vec<Action>) {
-        let hops = self.hops_for(now, &dest);
-        if hops.is_empty() {
-            actions.push(Action::Withdraw(dest));
-        } else {
-            actions.push(Action::Offer { dest, hops });
-        }
     }
 
     fn on_trace(&mut self, now: Millis, trace: &AckTrace, touched: &mut Vec<NodeId>) {
@@ -313,7 +303,7 @@ impl ProofSource for AckTraceSource {
         touched.sort();
         touched.dedup();
         for dest in touched {
-            self.offer(now, dest, &mut actions);
+            actions.push(Action::offer_or_withdraw(dest, self.hops_for(now, &dest)));
         }
         actions
     }

@@ -103,14 +103,13 @@ impl FanoutToken {
     }
 
     fn hop(&self, token: &Token, via: NodeId, distance: u32, now: Millis) -> NextHop {
-        let age = now.saturating_sub(token.seen_at) as f64;
-        let half_life = f64::from(self.config.half_life_ms.max(1));
+        let age = now.saturating_sub(token.seen_at);
         NextHop {
             via,
             cost: distance.saturating_mul(HOP_COST_US),
             ttl_ms: (token.seen_at + u64::from(self.config.token_ttl_ms)).saturating_sub(now)
                 as u32,
-            confidence: (f64::from(FRESH_CONFIDENCE) * 0.5f64.powf(age / half_life)) as f32,
+            confidence: decayed_confidence(FRESH_CONFIDENCE, age, self.config.half_life_ms),
         }
     }
 
@@ -300,12 +299,7 @@ impl ProofSource for FanoutToken {
         touched.dedup();
         touched.retain(|id| *id != self.self_id);
         for dest in touched {
-            let hops = self.hops_for(now, &dest);
-            if hops.is_empty() {
-                actions.push(Action::Withdraw(dest));
-            } else {
-                actions.push(Action::Offer { dest, hops });
-            }
+            actions.push(Action::offer_or_withdraw(dest, self.hops_for(now, &dest)));
         }
         actions
     }
