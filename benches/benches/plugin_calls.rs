@@ -28,6 +28,9 @@ use routefabric_runtime::{Runtime, RuntimeConfig, WasmProofSource, WasmRoutingPo
 
 const HOPS: u64 = 8;
 
+/// Builds the batch of observations for one round.
+type BatchOf = fn(u64) -> Vec<Observation>;
+
 /// The WASM and the native build of one policy, labelled.
 type PolicyPair<'a> = [(&'a str, &'a dyn HostedRoutingPolicy); 2];
 const BATCH: u64 = 1_000;
@@ -197,45 +200,22 @@ fn main() {
     {
         let mut group = c.benchmark_group("observe");
         group.throughput(Throughput::Elements(BATCH));
-        let batches: Vec<Vec<Observation>> = (0..4).map(link_batch).collect();
-        for (name, source) in sources {
-            let mut round = 0usize;
-            group.bench_function(BenchmarkId::new(name, "1000-links"), |b| {
-                b.iter(|| {
-                    round += 1;
-                    black_box(source.observe(round as u64, &batches[round % batches.len()]))
-                })
-            });
-        }
-        group.finish();
-    }
-    {
-        let mut group = c.benchmark_group("observe");
-        group.throughput(Throughput::Elements(BATCH));
-        let batches: Vec<Vec<Observation>> = (0..4).map(trace_batch).collect();
-        for (name, source) in ack_sources {
-            let mut round = 0usize;
-            group.bench_function(BenchmarkId::new(name, "1000-ack-traces"), |b| {
-                b.iter(|| {
-                    round += 1;
-                    black_box(source.observe(round as u64, &batches[round % batches.len()]))
-                })
-            });
-        }
-        group.finish();
-    }
-    {
-        let mut group = c.benchmark_group("observe");
-        group.throughput(Throughput::Elements(BATCH));
-        let batches: Vec<Vec<Observation>> = (0..4).map(token_batch).collect();
-        for (name, source) in token_sources {
-            let mut round = 0usize;
-            group.bench_function(BenchmarkId::new(name, "1000-route-tokens"), |b| {
-                b.iter(|| {
-                    round += 1;
-                    black_box(source.observe(round as u64, &batches[round % batches.len()]))
-                })
-            });
+        let workloads: [(&str, BatchOf, _); 3] = [
+            ("1000-links", link_batch, sources),
+            ("1000-ack-traces", trace_batch, ack_sources),
+            ("1000-route-tokens", token_batch, token_sources),
+        ];
+        for (label, batch, pair) in workloads {
+            let batches: Vec<Vec<Observation>> = (0..4).map(batch).collect();
+            for (name, source) in pair {
+                let mut round = 0usize;
+                group.bench_function(BenchmarkId::new(name, label), |b| {
+                    b.iter(|| {
+                        round += 1;
+                        black_box(source.observe(round as u64, &batches[round % batches.len()]))
+                    })
+                });
+            }
         }
         group.finish();
     }
