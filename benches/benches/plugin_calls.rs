@@ -3,6 +3,9 @@
 //! * `query/8-hops`: `static-routes` configured with 8 routes to one destination;
 //! * `observe/1000-links`: a batch of 1,000 link samples (each upserts a neighbour and returns an
 //!   offer), reported per observation — almost pure marshalling, the worst case for WASM;
+//! * `observe/1000-links-ignored`: the same batch fed to `fanout-token`, which ignores links that
+//!   come up — the floor of the component boundary (lowering 1,000 observations, lifting an empty
+//!   answer), against which the other observe figures can be read;
 //! * `observe/1000-ack-traces`: `ack-trace` fed 1,000 traces of 6-node paths (each teaches five
 //!   destinations), per observation — a source doing real work per observation;
 //! * `choose/8-candidates`: `lowest-cost` over 8 candidates.
@@ -97,7 +100,7 @@ fn token_batch(round: u64) -> Vec<Observation> {
             let mut path = vec![id(2), id(1)];
             path.extend([id(20 + member % 16), id(400 + member % 256), id(member)]);
             Observation::Token(RouteToken {
-                channel: "writer".to_owned(),
+                tree: 7,
                 path,
                 issued_at_ms: round,
             })
@@ -200,8 +203,9 @@ fn main() {
     {
         let mut group = c.benchmark_group("observe");
         group.throughput(Throughput::Elements(BATCH));
-        let workloads: [(&str, BatchOf, _); 3] = [
+        let workloads: [(&str, BatchOf, _); 4] = [
             ("1000-links", link_batch, sources),
+            ("1000-links-ignored", link_batch, token_sources),
             ("1000-ack-traces", trace_batch, ack_sources),
             ("1000-route-tokens", token_batch, token_sources),
         ];
@@ -258,6 +262,12 @@ fn main() {
     for (label, group, function, per) in [
         ("query static", "query", "8-hops", 1.0),
         ("observe links", "observe", "1000-links", BATCH as f64),
+        (
+            "observe floor",
+            "observe",
+            "1000-links-ignored",
+            BATCH as f64,
+        ),
         ("observe acks", "observe", "1000-ack-traces", BATCH as f64),
         (
             "observe tokens",
@@ -283,8 +293,19 @@ fn main() {
             "{:<10} {:>14} {:>14} {:>12}",
             "call", "wasm", "native", "wasm/native"
         );
-        for (group, (w, n, ratio)) in rows {
+        for (group, (w, n, ratio)) in &rows {
             println!("{group:<14} {w:>11.1} ns {n:>11.1} ns {ratio:>11.2}×");
+        }
+        // What the guest spends on the work itself, once the boundary floor (lowering the
+        // observations) is taken off the WASM figure.
+        if let Some(&(floor, _, _)) = rows.get("observe floor") {
+            println!("\nobserve above the boundary floor of {floor:.1} ns per observation:");
+            for (group, (w, n, _)) in &rows {
+                if group.starts_with("observe") && *group != "observe floor" {
+                    let above = w - floor;
+                    println!("{group:<14} {above:>11.1} ns {n:>11.1} ns {:>11.2}×", above / n);
+                }
+            }
         }
     }
     // A call interrupted by its deadline (the machine was busy) shows up here, not as a panic:

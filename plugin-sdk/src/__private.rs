@@ -120,7 +120,7 @@ pub mod glue {
                 rtt_ms: a.rtt_ms,
             }),
             wit::Observation::Token(t) => core::Observation::Token(core::RouteToken {
-                channel: t.channel,
+                tree: t.tree,
                 path: ids_in(t.path),
                 issued_at_ms: t.issued_at_ms,
             }),
@@ -135,6 +135,7 @@ pub mod glue {
                 data: m.data,
             }),
             wit::Observation::Timer(token) => core::Observation::Timer(token),
+            wit::Observation::Miss(dest) => core::Observation::Miss(id_in(dest)),
             wit::Observation::Custom(c) => core::Observation::Custom {
                 kind: c.kind,
                 data: c.data,
@@ -142,20 +143,26 @@ pub mod glue {
         }
     }
 
-    fn action_out(a: core::Action) -> wit::Action {
+    /// Appends `a` to the guest's flat action list: an offer of n hops becomes n one-hop offers
+    /// (the host regroups consecutive ones).
+    fn push_action(out: &mut Vec<wit::Action>, a: core::Action) {
         match a {
-            // By value: `NextHop` and its WIT twin share a layout, so this reuses the buffer.
-            core::Action::Offer { dest, hops } => wit::Action::Offer(wit::Offer {
-                dest: id_out(&dest),
-                hops: hops.into_iter().map(|h| hop_out(&h)).collect(),
-            }),
-            core::Action::Withdraw(dest) => wit::Action::Withdraw(id_out(&dest)),
-            core::Action::Send { to, data } => wit::Action::Send(wit::SendRequest {
+            core::Action::Offer { dest, hops } => {
+                let dest = id_out(&dest);
+                out.extend(hops.iter().map(|h| {
+                    wit::Action::Offer(wit::Offer {
+                        dest,
+                        hop: hop_out(h),
+                    })
+                }));
+            }
+            core::Action::Withdraw(dest) => out.push(wit::Action::Withdraw(id_out(&dest))),
+            core::Action::Send { to, data } => out.push(wit::Action::Send(wit::SendRequest {
                 to: id_out(&to),
                 data,
-            }),
+            })),
             core::Action::SetTimer { token, after_ms } => {
-                wit::Action::SetTimer(wit::TimerRequest { token, after_ms })
+                out.push(wit::Action::SetTimer(wit::TimerRequest { token, after_ms }))
             }
         }
     }
@@ -203,10 +210,12 @@ pub mod glue {
         let observations: Vec<core::Observation> =
             observations.into_iter().map(observation_in).collect();
         slot.with(Vec::new(), |p| {
-            p.observe(now, &observations)
-                .into_iter()
-                .map(action_out)
-                .collect()
+            let actions = p.observe(now, &observations);
+            let mut out = Vec::with_capacity(actions.len());
+            for a in actions {
+                push_action(&mut out, a);
+            }
+            out
         })
     }
 

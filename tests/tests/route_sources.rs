@@ -153,8 +153,9 @@ fn token_stream(seed: u64) -> Vec<(u64, Vec<Observation>)> {
         let now = step * 2_000;
         let mut batch = Vec::new();
         for _ in 0..1 + rng.next(5) {
-            let channel = ["writer-a", "shard-7"][rng.next(2) as usize];
-            let root = if channel == "writer-a" { 30 } else { 31 };
+            // Two trees: a writer's (root 30) and a shard's (root 31).
+            let tree = rng.next(2);
+            let root = 30 + tree;
             // Our own position: under a neighbour that is a child of the root, or deeper.
             let mut path = vec![id(root)];
             if rng.next(4) == 0 {
@@ -174,7 +175,7 @@ fn token_stream(seed: u64) -> Vec<(u64, Vec<Observation>)> {
                 }
             }
             batch.push(Observation::Token(RouteToken {
-                channel: channel.to_owned(),
+                tree,
                 path,
                 issued_at_ms: now + rng.next(100),
             }));

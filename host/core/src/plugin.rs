@@ -41,8 +41,9 @@ pub struct AckTrace {
 /// A fanout-tree route token: the path from the tree's root to one member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteToken {
-    /// The channel (tree) of the token.
-    pub channel: String,
+    /// The tree of the token: the host's identifier of one (channel, root) pair, opaque to
+    /// plugins.
+    pub tree: u64,
     /// `path[0]` is the root, the last entry is the member.
     pub path: Vec<NodeId>,
     /// Issue time on the issuer's clock.
@@ -84,6 +85,9 @@ pub enum Observation {
     Message(PeerMessage),
     /// A timer the plugin set fired; the value is its token.
     Timer(u64),
+    /// The host needed a route toward this destination and the route store had none: a
+    /// directory-style source can look it up and offer what it finds.
+    Miss(NodeId),
     /// An observation kind newer than the plugin's contract; plugins should ignore unknown kinds.
     Custom {
         /// Namespaced kind.

@@ -65,7 +65,7 @@ pub(crate) fn observation_out(o: &core::Observation) -> wit::Observation {
             rtt_ms: a.rtt_ms,
         }),
         core::Observation::Token(t) => wit::Observation::Token(wit::RouteToken {
-            channel: t.channel.clone(),
+            tree: t.tree,
             path: ids_out(&t.path),
             issued_at_ms: t.issued_at_ms,
         }),
@@ -80,6 +80,7 @@ pub(crate) fn observation_out(o: &core::Observation) -> wit::Observation {
             data: m.data.clone(),
         }),
         core::Observation::Timer(token) => wit::Observation::Timer(*token),
+        core::Observation::Miss(dest) => wit::Observation::Miss(id_out(dest)),
         core::Observation::Custom { kind, data } => {
             wit::Observation::Custom(wit::CustomObservation {
                 kind: kind.clone(),
@@ -89,22 +90,39 @@ pub(crate) fn observation_out(o: &core::Observation) -> wit::Observation {
     }
 }
 
-pub(crate) fn action_in(a: wit::Action) -> core::Action {
-    match a {
-        wit::Action::Offer(o) => core::Action::Offer {
-            dest: id_in(o.dest),
-            hops: o.hops.into_iter().map(hop_in).collect(),
-        },
-        wit::Action::Withdraw(dest) => core::Action::Withdraw(id_in(dest)),
-        wit::Action::Send(s) => core::Action::Send {
-            to: id_in(s.to),
-            data: s.data,
-        },
-        wit::Action::SetTimer(t) => core::Action::SetTimer {
-            token: t.token,
-            after_ms: t.after_ms,
-        },
+/// The guest's flat action list as core actions: consecutive offers toward the same
+/// destination become one [`core::Action::Offer`], as the author wrote them.
+pub(crate) fn actions_in(actions: Vec<wit::Action>) -> Vec<core::Action> {
+    let mut out: Vec<core::Action> = Vec::with_capacity(actions.len());
+    for a in actions {
+        let action = match a {
+            wit::Action::Offer(o) => {
+                let dest = id_in(o.dest);
+                let hop = hop_in(o.hop);
+                if let Some(core::Action::Offer { dest: last, hops }) = out.last_mut()
+                    && *last == dest
+                {
+                    hops.push(hop);
+                    continue;
+                }
+                core::Action::Offer {
+                    dest,
+                    hops: vec![hop],
+                }
+            }
+            wit::Action::Withdraw(dest) => core::Action::Withdraw(id_in(dest)),
+            wit::Action::Send(s) => core::Action::Send {
+                to: id_in(s.to),
+                data: s.data,
+            },
+            wit::Action::SetTimer(t) => core::Action::SetTimer {
+                token: t.token,
+                after_ms: t.after_ms,
+            },
+        };
+        out.push(action);
     }
+    out
 }
 
 pub(crate) fn candidate_out(c: &core::Candidate) -> wit::Candidate {
@@ -123,5 +141,54 @@ pub(crate) fn decision_in(d: wit::Decision) -> core::Decision {
         }),
         wit::Decision::Fallback => core::Decision::Fallback,
         wit::Decision::Drop => core::Decision::Drop,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(dest: u64, via: u64) -> wit::Action {
+        wit::Action::Offer(wit::Offer {
+            dest: id_out(&NodeId::from_index(dest)),
+            hop: hop_out(&core::NextHop {
+                via: NodeId::from_index(via),
+                cost: 1,
+                ttl_ms: 1_000,
+                confidence: 1.0,
+            }),
+        })
+    }
+
+    fn vias(a: &core::Action) -> Option<(u64, Vec<u64>)> {
+        let index = |id: &NodeId| id.to_words()[3];
+        match a {
+            core::Action::Offer { dest, hops } => {
+                Some((index(dest), hops.iter().map(|h| index(&h.via)).collect()))
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn consecutive_offers_toward_one_destination_become_one_offer() {
+        let actions = actions_in(vec![
+            offer(9, 1),
+            offer(9, 2),
+            offer(8, 1),
+            wit::Action::Withdraw(id_out(&NodeId::from_index(7))),
+            offer(9, 3),
+        ]);
+        let shape: Vec<_> = actions.iter().map(vias).collect();
+        assert_eq!(
+            shape,
+            vec![
+                Some((9, vec![1, 2])),
+                Some((8, vec![1])),
+                None,
+                Some((9, vec![3])),
+            ],
+            "only adjacent offers merge, so the order of actions is kept"
+        );
     }
 }

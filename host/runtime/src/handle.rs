@@ -18,7 +18,7 @@ use routefabric_core::plugin::{
     NextHop, Observation, PluginInfo,
 };
 
-use crate::bindings::{self, action_in, candidate_out, decision_in, hop_in, id_out};
+use crate::bindings::{self, actions_in, candidate_out, decision_in, hop_in, id_out};
 use crate::engine::Runtime;
 use crate::error::{LoadError, Problem, SwapError};
 use crate::inspect::{Compiled, Inspection, PluginKind};
@@ -331,7 +331,7 @@ impl HostedProofSource for WasmProofSource {
                 Guest::Policy(_) => Ok(Vec::new()),
             })?;
             sandbox.maybe_checkpoint(now);
-            Ok(actions.into_iter().map(action_in).collect())
+            Ok(actions_in(actions))
         })
     }
 

@@ -7,7 +7,7 @@
 //! first-party unit); the confidence starts at 0.9 — a tree path is a good guess, an acknowledged
 //! one is proof — and halves every `half_life_ms`; tokens expire after `token_ttl_ms`.
 //!
-//! Memory is bounded: at most `max_channels` trees and `max_members` tokens per tree, the least
+//! Memory is bounded: at most `max_trees` trees and `max_members` tokens per tree, the least
 //! recently refreshed going first.
 
 use std::collections::BTreeMap;
@@ -31,7 +31,7 @@ pub struct Config {
     /// Age at which confidence has halved, ms. Default 30,000.
     pub half_life_ms: u32,
     /// Trees remembered. Default 64.
-    pub max_channels: usize,
+    pub max_trees: usize,
     /// Tokens remembered per tree. Default 4,096.
     pub max_members: usize,
     /// Longest token accepted (Peerbit caps route tokens at 32 hops). Default 32.
@@ -45,7 +45,7 @@ impl Default for Config {
         Config {
             token_ttl_ms: 60_000,
             half_life_ms: 30_000,
-            max_channels: 64,
+            max_trees: 64,
             max_members: 4_096,
             max_path_len: 32,
             refresh_ms: 15_000,
@@ -74,7 +74,7 @@ struct Tree {
 pub struct FanoutToken {
     config: Config,
     self_id: NodeId,
-    trees: BTreeMap<String, Tree>,
+    trees: BTreeMap<u64, Tree>,
     timer_set: bool,
 }
 
@@ -157,7 +157,7 @@ impl FanoutToken {
             return;
         };
         let max_members = self.config.max_members.max(1);
-        let tree = self.trees.entry(token.channel.clone()).or_default();
+        let tree = self.trees.entry(token.tree).or_default();
         tree.last_seen = now;
         let entry = Token {
             path: path.clone(),
@@ -199,13 +199,13 @@ impl FanoutToken {
                 }
             }
         }
-        while self.trees.len() > self.config.max_channels.max(1) {
+        while self.trees.len() > self.config.max_trees.max(1) {
             let oldest = self
                 .trees
                 .iter()
-                .filter(|(c, _)| **c != token.channel)
+                .filter(|(c, _)| **c != token.tree)
                 .min_by_key(|(_, t)| t.last_seen)
-                .map(|(c, _)| c.clone());
+                .map(|(c, _)| *c);
             match oldest.and_then(|c| self.trees.remove(&c)) {
                 Some(tree) => touched.extend(tree.members.into_keys()),
                 None => break,
@@ -328,9 +328,9 @@ mod tests {
         NodeId::from_index(n)
     }
 
-    fn token(channel: &str, path: &[u64], issued_at_ms: u64) -> Observation {
+    fn token(tree: u64, path: &[u64], issued_at_ms: u64) -> Observation {
         Observation::Token(RouteToken {
-            channel: channel.to_owned(),
+            tree,
             path: path.iter().map(|&n| id(n)).collect(),
             issued_at_ms,
         })
@@ -352,12 +352,12 @@ mod tests {
     fn tree_at(me: u64) -> FanoutToken {
         let mut p = FanoutToken::init(&[], id(me)).unwrap();
         let tokens = [
-            token("c", &[1, 2], 0),
-            token("c", &[1, 3], 0),
-            token("c", &[1, 2, 4], 0),
-            token("c", &[1, 2, 5], 0),
-            token("c", &[1, 3, 6], 0),
-            token("c", &[1, 2, 4, 7], 0),
+            token(3, &[1, 2], 0),
+            token(3, &[1, 3], 0),
+            token(3, &[1, 2, 4], 0),
+            token(3, &[1, 2, 5], 0),
+            token(3, &[1, 3, 6], 0),
+            token(3, &[1, 2, 4, 7], 0),
         ];
         p.observe(0, &tokens);
         p
@@ -384,7 +384,7 @@ mod tests {
         assert_eq!(best(&mut p, 0, 1), Some((4, 3 * HOP_COST_US)));
         // Without our own token we cannot route up.
         let mut lost = FanoutToken::init(&[], id(7)).unwrap();
-        lost.observe(0, &[token("c", &[1, 3, 6], 0)]);
+        lost.observe(0, &[token(3, &[1, 3, 6], 0)]);
         assert!(lost.query(0, &id(6)).is_empty());
     }
 
@@ -403,9 +403,9 @@ mod tests {
     #[test]
     fn a_newer_token_moves_a_member_and_an_older_one_is_ignored() {
         let mut p = tree_at(2);
-        p.observe(1, &[token("c", &[1, 2, 5, 7], 10)]); // 7 moved under 5
+        p.observe(1, &[token(3, &[1, 2, 5, 7], 10)]); // 7 moved under 5
         assert_eq!(best(&mut p, 1, 7), Some((5, 2 * HOP_COST_US)));
-        p.observe(2, &[token("c", &[1, 2, 4, 7], 5)]); // stale
+        p.observe(2, &[token(3, &[1, 2, 4, 7], 5)]); // stale
         assert_eq!(best(&mut p, 2, 7), Some((5, 2 * HOP_COST_US)));
     }
 
@@ -430,22 +430,22 @@ mod tests {
     fn bounded_and_robust_to_bad_tokens() {
         let config = cbor::encode(&Config {
             max_members: 3,
-            max_channels: 2,
+            max_trees: 2,
             ..Config::default()
         });
         let mut p = FanoutToken::init(&config, id(1)).unwrap();
         for m in 10..20 {
-            p.observe(m, &[token("a", &[1, m], 0)]);
+            p.observe(m, &[token(1, &[1, m], 0)]);
         }
-        assert!(p.trees["a"].members.len() <= 3);
-        for c in ["b", "c", "d"] {
+        assert!(p.trees[&1].members.len() <= 3);
+        for c in [2, 3, 4] {
             p.observe(100, &[token(c, &[1, 2], 0)]);
         }
         assert!(p.trees.len() <= 2);
         let before = p.trees.clone();
-        p.observe(200, &[token("a", &[], 0), token("a", &[1, 2, 1], 0)]);
+        p.observe(200, &[token(1, &[], 0), token(1, &[1, 2, 1], 0)]);
         let long: Vec<u64> = (1..=40).collect();
-        p.observe(200, &[token("a", &long, 0)]);
+        p.observe(200, &[token(1, &long, 0)]);
         assert_eq!(
             p.trees, before,
             "empty, looping and overlong tokens are ignored"
