@@ -303,7 +303,10 @@ fn main() {
             for (group, (w, n, _)) in &rows {
                 if group.starts_with("observe") && *group != "observe floor" {
                     let above = w - floor;
-                    println!("{group:<14} {above:>11.1} ns {n:>11.1} ns {:>11.2}×", above / n);
+                    println!(
+                        "{group:<14} {above:>11.1} ns {n:>11.1} ns {:>11.2}×",
+                        above / n
+                    );
                 }
             }
         }
