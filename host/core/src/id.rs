@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A node's identity: its 32-byte ed25519 public key.
 ///
@@ -16,9 +16,52 @@ use serde::{Deserialize, Serialize};
 ///
 /// Aligned to 8 bytes like the WIT `node-id` record (four `u64`s), so that types holding ids have
 /// the same layout as their generated WIT twins and converting a `Vec` of them reuses its buffer.
-#[derive(Clone, Copy, Default, Serialize, Deserialize)]
+///
+/// Serialized as a 32-byte string (34 bytes of CBOR rather than 32 small integers).
+#[derive(Clone, Copy, Default)]
 #[repr(align(8))]
 pub struct NodeId(pub [u8; 32]);
+
+impl Serialize for NodeId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Bytes32;
+        impl<'de> serde::de::Visitor<'de> for Bytes32 {
+            type Value = NodeId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("32 bytes of a node id")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<NodeId, E> {
+                let bytes: [u8; 32] = v
+                    .try_into()
+                    .map_err(|_| E::invalid_length(v.len(), &self))?;
+                Ok(NodeId(bytes))
+            }
+            // Formats without a byte-string type (JSON) write a sequence.
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<NodeId, A::Error> {
+                let mut bytes = [0u8; 32];
+                for (i, b) in bytes.iter_mut().enumerate() {
+                    *b = seq
+                        .next_element()?
+                        .ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
+                }
+                if seq.next_element::<u8>()?.is_some() {
+                    return Err(serde::de::Error::invalid_length(33, &self));
+                }
+                Ok(NodeId(bytes))
+            }
+        }
+        deserializer.deserialize_bytes(Bytes32)
+    }
+}
 
 impl PartialEq for NodeId {
     #[inline]
@@ -207,5 +250,51 @@ mod tests {
         let bad = format!("{}g", &hex[..63]);
         assert_eq!(bad.parse::<NodeId>(), Err(ParseNodeIdError::Digit('g')));
         assert_eq!(id.to_string(), "0000000000");
+    }
+}
+
+/// A node and the address it can be dialled at.
+///
+/// Overlay messages name other nodes — a forwarded join, the peers of a shuffle, a tree's root, a
+/// joiner redirected down a tree — and the receiver may have to connect to them. Carrying the
+/// address with the id (as Kademlia contacts do) means no separate address directory. Equality,
+/// order and hashing look at the id only: the address is how to reach the node, not who it is.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+pub struct PeerRef {
+    /// Who.
+    pub id: NodeId,
+    /// Where it listens (TCP; QUIC on the same port when it listens there too).
+    pub addr: std::net::SocketAddr,
+}
+
+impl PartialEq for PeerRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for PeerRef {}
+
+impl std::hash::Hash for PeerRef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+impl PartialOrd for PeerRef {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for PeerRef {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.id.cmp(&other.id)
+    }
+}
+
+impl fmt::Debug for PeerRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.id, self.addr)
     }
 }

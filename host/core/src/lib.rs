@@ -13,12 +13,16 @@
 //!   [`plugin::RoutingPolicy`]) — natively, or inside a WASM component through the SDK;
 //! * [`plugin::HostedProofSource`] / [`plugin::HostedRoutingPolicy`]: how the host holds a
 //!   plugin, whether it runs natively ([`plugin::Native`]) or in the wasmtime runtime;
-//! * [`RouteStore`]: the one store of route proofs per node, fed by every proof source.
+//! * [`RouteStore`]: the one store of route proofs per node, fed by every proof source;
+//! * `envelope` (feature `envelope`, off for plugins): signed envelopes, verification and
+//!   de-duplication of what the node delivers.
 #![deny(missing_docs)]
 
+#[cfg(feature = "envelope")]
+pub mod envelope;
 pub mod id;
 pub mod plugin;
 pub mod route_store;
 
-pub use id::NodeId;
+pub use id::{NodeId, PeerRef};
 pub use route_store::{RouteStore, RouteStoreConfig};
