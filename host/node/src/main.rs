@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod demo;
 mod plugin_cmd;
 
 /// A peer-to-peer node whose routing knowledge comes from WebAssembly plugins.
@@ -17,6 +18,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start a small real network on loopback and show it working (the main job).
+    Demo(demo::DemoArgs),
     /// Inspect, list, export and hot-swap plugins.
     #[command(subcommand)]
     Plugin(plugin_cmd::PluginCommand),
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Plugin(command) => plugin_cmd::run(command),
         Command::Sim(args) => routefabric_sim::cli::run(args),
     };
