@@ -45,7 +45,7 @@ pub(crate) struct DemoArgs {
     json: bool,
 }
 
-const CHANNEL: &str = "demo";
+pub(crate) const CHANNEL: &str = "demo";
 const FIRST_POLICY: &str = "lowest-cost";
 const SECOND_POLICY: &str = "expected-cost";
 
@@ -83,93 +83,129 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(demo(args))
 }
 
-fn say(json: bool, line: &str) {
-    if !json {
+fn say(quiet: bool, line: &str) {
+    if !quiet {
         eprintln!("{line}");
+    }
+}
+
+/// N nodes on loopback in this process, with the embedded plugins, joined through node 0.
+pub(crate) struct Cluster {
+    pub(crate) nodes: Vec<NodeHandle>,
+    pub(crate) registries: Vec<Arc<Registry>>,
+    pub(crate) events: mpsc::Receiver<(usize, AppEvent)>,
+}
+
+impl Cluster {
+    /// Start `n` nodes and wait until each has a neighbour.
+    pub(crate) async fn start(n: usize, seed: u64, quiet: bool) -> anyhow::Result<Cluster> {
+        let started = Instant::now();
+        let runtime =
+            Runtime::new(RuntimeConfig::default()).context("cannot start the plugin runtime")?;
+        let (events_tx, events) = mpsc::channel::<(usize, AppEvent)>(65_536);
+        let mut nodes: Vec<NodeHandle> = Vec::with_capacity(n);
+        let mut registries: Vec<Arc<Registry>> = Vec::with_capacity(n);
+        say(
+            quiet,
+            &format!("starting {n} nodes on 127.0.0.1 (TCP, noise, yamux, embedded plugins)…"),
+        );
+        for i in 0..n {
+            let mut secret = [0u8; 32];
+            secret[..8].copy_from_slice(&(seed ^ 0x5eed).to_le_bytes());
+            secret[8..16].copy_from_slice(&(i as u64).to_le_bytes());
+            let keys = Keypair::from_secret(secret);
+            let registry = builtin_registry(&runtime, keys.id())
+                .with_context(|| format!("node {i}: the embedded plugins did not load"))?;
+            registry.select_policy(FIRST_POLICY)?;
+            let (tx, mut rx) = mpsc::channel::<AppEvent>(4_096);
+            let fan_in = events_tx.clone();
+            tokio::spawn(async move {
+                while let Some(e) = rx.recv().await {
+                    if fan_in.send((i, e)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let spec = NodeSpec {
+                keys,
+                listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+                engine: EngineConfig::default(),
+                net: routefabric_net::Config::default(),
+                plugins: Arc::new(RegistryPlugins(registry.clone())),
+                seed: seed.wrapping_mul(1_000).wrapping_add(i as u64),
+            };
+            nodes.push(actor::spawn(spec, tx).await?);
+            registries.push(registry);
+        }
+        nodes[0].command(Command::Start { contact: None }).await?;
+        for node in &nodes[1..] {
+            node.command(Command::Start {
+                contact: Some(nodes[0].me()),
+            })
+            .await?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let join_deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut alone = 0;
+            for node in &nodes {
+                if node.report().await?.neighbours == 0 {
+                    alone += 1;
+                }
+            }
+            if alone == 0 {
+                break;
+            }
+            if Instant::now() > join_deadline {
+                anyhow::bail!("{alone} nodes have no neighbour after 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        say(
+            quiet,
+            &format!("joined in {:.1} s", started.elapsed().as_secs_f64()),
+        );
+        Ok(Cluster {
+            nodes,
+            registries,
+            events,
+        })
+    }
+
+    /// Every node subscribes to `channel` of each writer; returns after the trees had time to
+    /// form.
+    pub(crate) async fn subscribe_all(&self, writers: &[usize]) -> anyhow::Result<()> {
+        for node in &self.nodes {
+            for &w in writers {
+                node.command(Command::Subscribe {
+                    channel: CHANNEL.into(),
+                    writer: self.nodes[w].me(),
+                })
+                .await?;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        Ok(())
+    }
+
+    /// TCP bytes written by all nodes so far.
+    pub(crate) async fn wire_written(&self) -> anyhow::Result<u64> {
+        sum_wire(&self.nodes).await
     }
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let n = args.nodes;
-    let runtime =
-        Runtime::new(RuntimeConfig::default()).context("cannot start the plugin runtime")?;
-    let (events_tx, mut events_rx) = mpsc::channel::<(usize, AppEvent)>(65_536);
-    let mut nodes: Vec<NodeHandle> = Vec::with_capacity(n);
-    let mut registries: Vec<Arc<Registry>> = Vec::with_capacity(n);
-    say(
-        args.json,
-        &format!("starting {n} nodes on 127.0.0.1 (TCP, noise, yamux, embedded plugins)…"),
-    );
-    for i in 0..n {
-        let mut secret = [0u8; 32];
-        secret[..8].copy_from_slice(&(args.seed ^ 0x5eed).to_le_bytes());
-        secret[8..16].copy_from_slice(&(i as u64).to_le_bytes());
-        let keys = Keypair::from_secret(secret);
-        let registry = builtin_registry(&runtime, keys.id())
-            .with_context(|| format!("node {i}: the embedded plugins did not load"))?;
-        registry.select_policy(FIRST_POLICY)?;
-        let (tx, mut rx) = mpsc::channel::<AppEvent>(4_096);
-        let fan_in = events_tx.clone();
-        tokio::spawn(async move {
-            while let Some(e) = rx.recv().await {
-                if fan_in.send((i, e)).await.is_err() {
-                    break;
-                }
-            }
-        });
-        let spec = NodeSpec {
-            keys,
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-            engine: EngineConfig::default(),
-            net: routefabric_net::Config::default(),
-            plugins: Arc::new(RegistryPlugins(registry.clone())),
-            seed: args.seed.wrapping_mul(1_000).wrapping_add(i as u64),
-        };
-        nodes.push(actor::spawn(spec, tx).await?);
-        registries.push(registry);
-    }
-    // Join through node 0.
-    nodes[0].command(Command::Start { contact: None }).await?;
-    for node in &nodes[1..] {
-        node.command(Command::Start {
-            contact: Some(nodes[0].me()),
-        })
-        .await?;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let join_deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut alone = 0;
-        for node in &nodes {
-            if node.report().await?.neighbours == 0 {
-                alone += 1;
-            }
-        }
-        if alone == 0 {
-            break;
-        }
-        if Instant::now() > join_deadline {
-            anyhow::bail!("{alone} nodes have no neighbour after 10 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    say(
-        args.json,
-        &format!("joined in {:.1} s", started.elapsed().as_secs_f64()),
-    );
+    let cluster = Cluster::start(n, args.seed, args.json).await?;
     let writers = [1usize, 2usize];
-    for node in &nodes {
-        for w in writers {
-            node.command(Command::Subscribe {
-                channel: CHANNEL.into(),
-                writer: nodes[w].me(),
-            })
-            .await?;
-        }
-    }
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    let wire_before: u64 = sum_wire(&nodes).await?;
+    cluster.subscribe_all(&writers).await?;
+    let wire_before = cluster.wire_written().await?;
+    let Cluster {
+        nodes,
+        registries,
+        events: mut events_rx,
+    } = cluster;
 
     // Broadcast: both writers interleaved, one message each every 5 ms.
     say(

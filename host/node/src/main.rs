@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench_cmd;
 mod demo;
+mod node_cmd;
 mod plugin_cmd;
 
 /// A peer-to-peer node whose routing knowledge comes from WebAssembly plugins.
@@ -20,6 +22,10 @@ struct Cli {
 enum Command {
     /// Start a small real network on loopback and show it working (the main job).
     Demo(demo::DemoArgs),
+    /// routefabric broadcast against libp2p-gossipsub on loopback: wire bytes and latency.
+    BenchBroadcast(bench_cmd::BenchArgs),
+    /// Run one node (listen, join, route, deliver) until Ctrl-C.
+    Node(node_cmd::NodeArgs),
     /// Inspect, list, export and hot-swap plugins.
     #[command(subcommand)]
     Plugin(plugin_cmd::PluginCommand),
@@ -38,6 +44,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
+        Command::BenchBroadcast(args) => bench_cmd::run(args),
+        Command::Node(args) => node_cmd::run(args),
         Command::Plugin(command) => plugin_cmd::run(command),
         Command::Sim(args) => routefabric_sim::cli::run(args),
     };
