@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 use routefabric_net::baseline::{BroadcastReport, BroadcastSpec, run_gossipsub};
-use routefabric_node::actor::{AppEvent, wall_ms};
+use routefabric_node::actor::AppEvent;
 use routefabric_node::engine::{Command, Plane};
 
 use crate::demo::{CHANNEL, Cluster};
@@ -123,11 +123,12 @@ async fn routefabric(spec: &BroadcastSpec, seed: u64) -> anyhow::Result<Broadcas
     })
 }
 
-/// Delivery latency of a publication, ms (same process clock at both ends).
-fn latency((_, event): (usize, AppEvent)) -> Option<f64> {
+/// Delivery latency of a publication, ms: from the origin's timestamp to the moment the event
+/// left the receiving node (one process clock at both ends).
+fn latency((_, event, received_ms): (usize, AppEvent, u64)) -> Option<f64> {
     match event {
         AppEvent::Deliver(d) if d.plane == Plane::Tree => {
-            Some(wall_ms().saturating_sub(d.timestamp_ms) as f64)
+            Some(received_ms.saturating_sub(d.timestamp_ms) as f64)
         }
         _ => None,
     }

@@ -93,7 +93,8 @@ fn say(quiet: bool, line: &str) {
 pub(crate) struct Cluster {
     pub(crate) nodes: Vec<NodeHandle>,
     pub(crate) registries: Vec<Arc<Registry>>,
-    pub(crate) events: mpsc::Receiver<(usize, AppEvent)>,
+    /// Every node's events, stamped with the time they left the node (ms since the Unix epoch).
+    pub(crate) events: mpsc::Receiver<(usize, AppEvent, u64)>,
 }
 
 impl Cluster {
@@ -102,7 +103,7 @@ impl Cluster {
         let started = Instant::now();
         let runtime =
             Runtime::new(RuntimeConfig::default()).context("cannot start the plugin runtime")?;
-        let (events_tx, events) = mpsc::channel::<(usize, AppEvent)>(65_536);
+        let (events_tx, events) = mpsc::channel::<(usize, AppEvent, u64)>(65_536);
         let mut nodes: Vec<NodeHandle> = Vec::with_capacity(n);
         let mut registries: Vec<Arc<Registry>> = Vec::with_capacity(n);
         say(
@@ -121,7 +122,7 @@ impl Cluster {
             let fan_in = events_tx.clone();
             tokio::spawn(async move {
                 while let Some(e) = rx.recv().await {
-                    if fan_in.send((i, e)).await.is_err() {
+                    if fan_in.send((i, e, actor::wall_ms())).await.is_err() {
                         break;
                     }
                 }
@@ -277,9 +278,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             Ok(Some(e)) => e,
             Ok(None) | Err(_) => break,
         };
-        match event.1 {
+        let (_, event, received_ms) = event;
+        match event {
             AppEvent::Deliver(d) => {
-                latencies.push(actor::wall_ms().saturating_sub(d.timestamp_ms));
+                latencies.push(received_ms.saturating_sub(d.timestamp_ms));
                 match d.plane {
                     Plane::Tree => broadcast_delivered += 1,
                     Plane::Fast | Plane::Flood => directed_delivered += 1,

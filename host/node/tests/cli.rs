@@ -24,6 +24,7 @@ fn plugin_check_names_the_world_of_every_builtin() {
         ("static-routes", "proof-source"),
         ("ack-trace", "proof-source"),
         ("fanout-token", "proof-source"),
+        ("dht-directory", "proof-source"),
         ("lowest-cost", "routing-policy"),
         ("expected-cost", "routing-policy"),
         ("redundant", "routing-policy"),
