@@ -271,6 +271,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut failed = 0u64;
     let mut fast = 0u64;
     let mut fallback = 0u64;
+    let mut fast_multi_hop = 0u64;
     let mut latencies: Vec<u64> = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
     while broadcast_delivered < broadcast_expected || acked + failed < args.directed as u64 {
@@ -288,10 +289,13 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             AppEvent::SendResult { outcome, .. } => match outcome {
-                SendOutcome::Acked { fast: f, .. } => {
+                SendOutcome::Acked { fast: f, hops, .. } => {
                     acked += 1;
                     if f {
                         fast += 1;
+                        if hops > 1 {
+                            fast_multi_hop += 1;
+                        }
                     } else {
                         fallback += 1;
                     }
@@ -341,6 +345,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             "directed_acked": acked,
             "directed_acked_ratio": directed_ratio,
             "fast_path": fast,
+            "fast_path_direct": fast - fast_multi_hop,
+            "fast_path_multi_hop": fast_multi_hop,
             "fallback": fallback,
             "swaps": swaps,
             "latency_p50_ms": p50,
@@ -364,7 +370,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             "{:<34} {:>7}/{:<5} ({:.3})",
             "directed sends acknowledged", acked, args.directed, directed_ratio
         );
-        println!("{:<34} {:>12}", "  on the fast path (proof)", fast);
+        println!("{:<34} {:>12}", "  on the fast path", fast);
+        println!("{:<34} {:>12}", "    to a neighbour", fast - fast_multi_hop);
+        println!("{:<34} {:>12}", "    over a learned proof", fast_multi_hop);
         println!("{:<34} {:>12}", "  on the safe path (fallback)", fallback);
         println!("{:<34} {:>12}", "policy swaps (lowest → expected)", swaps);
         println!("{:<34} {:>9} ms", "latency p50", p50);
