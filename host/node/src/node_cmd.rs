@@ -157,7 +157,6 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn node(config: NodeConfig) -> anyhow::Result<ExitCode> {
-    let keys = load_key(&config.key_file)?;
     let listen: Vec<Multiaddr> = config
         .listen
         .iter()
@@ -176,6 +175,8 @@ async fn node(config: NodeConfig) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|s| Ok((s.channel.clone(), peer_ref(&s.writer)?)))
         .collect::<anyhow::Result<_>>()?;
+    // Only once the whole config made sense: touch the key file.
+    let keys = load_key(&config.key_file)?;
     let runtime =
         Runtime::new(RuntimeConfig::default()).context("cannot start the plugin runtime")?;
     let registry =
