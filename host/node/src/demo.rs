@@ -275,9 +275,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut latencies: Vec<u64> = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
     while broadcast_delivered < broadcast_expected || acked + failed < args.directed as u64 {
-        let event = match tokio::time::timeout_at(deadline, events_rx.recv()).await {
-            Ok(Some(e)) => e,
-            Ok(None) | Err(_) => break,
+        let Ok(Some(event)) = tokio::time::timeout_at(deadline, events_rx.recv()).await else {
+            break;
         };
         let (_, event, received_ms) = event;
         match event {
