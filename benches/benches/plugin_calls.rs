@@ -8,6 +8,12 @@
 //!   answer), against which the other observe figures can be read;
 //! * `observe/1000-ack-traces`: `ack-trace` fed 1,000 traces of 6-node paths (each teaches five
 //!   destinations), per observation — a source doing real work per observation;
+//! * `observe/1000-dht-messages`: `dht-directory` on a node with 8 neighbours, fed what such a
+//!   node sees: lookup requests from its neighbours (each teaches the way back to its origin and is
+//!   answered with the 20 closest entries, or forwarded), a few link samples and route misses —
+//!   per observation;
+//! * `query/dht-directory` and the other learning sources: one query on the state the batches
+//!   left;
 //! * `choose/8-candidates`: `lowest-cost` over 8 candidates.
 //!
 //! Both sides go through the host traits (`HostedProofSource`, `HostedRoutingPolicy`), so the WASM
@@ -20,12 +26,12 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use routefabric_benches::criterion_median_ns;
 use routefabric_builtin::{
-    ACK_TRACE, EXPECTED_COST, FANOUT_TOKEN, LOWEST_COST, REDUNDANT, STATIC_ROUTES,
+    ACK_TRACE, DHT_DIRECTORY, EXPECTED_COST, FANOUT_TOKEN, LOWEST_COST, REDUNDANT, STATIC_ROUTES,
 };
 use routefabric_core::NodeId;
 use routefabric_core::plugin::{
     AckTrace, Candidate, HostedProofSource, HostedRoutingPolicy, LinkSample, Native, NextHop,
-    Observation, ProofSource, RouteToken, RoutingPolicy,
+    Observation, PeerMessage, ProofSource, RouteToken, RoutingPolicy,
 };
 use routefabric_runtime::{Runtime, RuntimeConfig, WasmProofSource, WasmRoutingPolicy};
 
@@ -108,6 +114,58 @@ fn token_batch(round: u64) -> Vec<Observation> {
         .collect()
 }
 
+/// A node id as real ones are (ed25519 public keys): spread uniformly over the id space, which the
+/// XOR metric of `dht-directory` relies on (`id(n)` puts every node in one corner of it).
+fn key(n: u64) -> NodeId {
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    NodeId::from_words([
+        mix(n),
+        mix(n ^ (1 << 62)),
+        mix(n ^ (2 << 62)),
+        mix(n ^ (3 << 62)),
+    ])
+}
+
+/// What a `dht-directory` node with 8 neighbours (ids 2..=9) sees: lookup requests relayed by its
+/// neighbours for 3,000 origins and 5,000 targets, a link sample every 50 observations and a
+/// route miss every 100.
+fn dht_batch(round: u64) -> Vec<Observation> {
+    (0..BATCH)
+        .map(|i| {
+            let neighbour = id(2 + i % 8);
+            if i % 50 == 0 {
+                Observation::Link(LinkSample {
+                    peer: id(2 + (i / 50) % 8),
+                    up: true,
+                    rtt_us: Some(400 + ((i + round) % 200) as u32),
+                    session: 1,
+                })
+            } else if i % 100 == 7 {
+                Observation::Miss(key(50_000 + (round * 10 + i / 100) % 400))
+            } else {
+                let origin = key(10_000 + (i * 7 + round) % 3_000);
+                let target = key(20_000 + (i * 13 + round * 5) % 5_000);
+                let data = dht_directory::lookup_request(
+                    origin,
+                    round * BATCH + i,
+                    target,
+                    8,
+                    1 + (i % 5) as u8,
+                );
+                Observation::Message(PeerMessage {
+                    sender: neighbour,
+                    data,
+                })
+            }
+        })
+        .collect()
+}
+
 fn candidates() -> Vec<Candidate> {
     (0..HOPS)
         .map(|i| Candidate {
@@ -159,6 +217,12 @@ fn main() {
     let native_tokens = Native::new(fanout_token::FanoutToken::init(&[], me).expect("native init"));
     let token_sources: [(&str, &dyn HostedProofSource); 2] =
         [("wasm", &wasm_tokens), ("native", &native_tokens)];
+    let wasm_dht =
+        WasmProofSource::load(&runtime, "dht-directory.wasm", DHT_DIRECTORY.bytes, &[], me)
+            .expect("dht-directory loads");
+    let native_dht = Native::new(dht_directory::DhtDirectory::init(&[], me).expect("native init"));
+    let dht_sources: [(&str, &dyn HostedProofSource); 2] =
+        [("wasm", &wasm_dht), ("native", &native_dht)];
     let wasm_policy =
         WasmRoutingPolicy::load(&runtime, "lowest-cost.wasm", LOWEST_COST.bytes, &[], me)
             .expect("lowest-cost loads");
@@ -203,11 +267,12 @@ fn main() {
     {
         let mut group = c.benchmark_group("observe");
         group.throughput(Throughput::Elements(BATCH));
-        let workloads: [(&str, BatchOf, _); 4] = [
+        let workloads: [(&str, BatchOf, _); 5] = [
             ("1000-links", link_batch, sources),
             ("1000-links-ignored", link_batch, token_sources),
             ("1000-ack-traces", trace_batch, ack_sources),
             ("1000-route-tokens", token_batch, token_sources),
+            ("1000-dht-messages", dht_batch, dht_sources),
         ];
         for (label, batch, pair) in workloads {
             let batches: Vec<Vec<Observation>> = (0..4).map(batch).collect();
@@ -226,9 +291,15 @@ fn main() {
     {
         // Queries of the learning sources, on the state the batches above left.
         let mut group = c.benchmark_group("query");
+        // An origin the directory still holds (its table keeps a bounded share of the 3,000).
+        let dht_dest = (10_000..13_000)
+            .map(key)
+            .find(|d| native_dht.query(5, d).is_ok_and(|hops| !hops.is_empty()))
+            .unwrap_or(key(10_003));
         for (label, pair, dest) in [
             ("ack-trace", ack_sources, id(10_003)),
             ("fanout-token", token_sources, id(10_003)),
+            ("dht-directory", dht_sources, dht_dest),
         ] {
             for (name, source) in pair {
                 group.bench_function(BenchmarkId::new(name, label), |b| {
@@ -256,7 +327,10 @@ fn main() {
         group.finish();
     }
     c.final_summary();
-    let failed = wasm_source.stats().failed + wasm_acks.stats().failed + wasm_policy.stats().failed;
+    let failed = wasm_source.stats().failed
+        + wasm_acks.stats().failed
+        + wasm_dht.stats().failed
+        + wasm_policy.stats().failed;
 
     let mut rows: BTreeMap<&str, (f64, f64, f64)> = BTreeMap::new();
     for (label, group, function, per) in [
@@ -275,8 +349,10 @@ fn main() {
             "1000-route-tokens",
             BATCH as f64,
         ),
+        ("observe dht", "observe", "1000-dht-messages", BATCH as f64),
         ("query acks", "query", "ack-trace", 1.0),
         ("query tokens", "query", "fanout-token", 1.0),
+        ("query dht", "query", "dht-directory", 1.0),
         ("choose lowest", "choose", "8-candidates", 1.0),
         ("choose expect", "choose", "expected-cost", 1.0),
         ("choose redund", "choose", "redundant", 1.0),

@@ -3,6 +3,7 @@ fn main() {
         "static-routes",
         "ack-trace",
         "fanout-token",
+        "dht-directory",
         "lowest-cost",
         "expected-cost",
         "redundant",

@@ -561,7 +561,13 @@ fn a_plugin_folder_overrides_builtins_by_name() {
     let set = registry.plugins();
     assert_eq!(
         set.proof_sources.keys().collect::<Vec<_>>(),
-        vec!["ack-trace", "fanout-token", "probe", "static-routes"]
+        vec![
+            "ack-trace",
+            "dht-directory",
+            "fanout-token",
+            "probe",
+            "static-routes"
+        ]
     );
     assert_eq!(
         set.policies.keys().collect::<Vec<_>>(),

@@ -5,10 +5,12 @@
 
 use std::sync::OnceLock;
 
-use routefabric_builtin::{ACK_TRACE, EXPECTED_COST, FANOUT_TOKEN, LOWEST_COST, REDUNDANT};
+use routefabric_builtin::{
+    ACK_TRACE, DHT_DIRECTORY, EXPECTED_COST, FANOUT_TOKEN, LOWEST_COST, REDUNDANT,
+};
 use routefabric_core::plugin::{
     AckTrace, Action, Candidate, Decision, HostedProofSource, HostedRoutingPolicy, LinkSample,
-    Native, NextHop, Observation, ProofSource, RouteToken, RoutingPolicy,
+    Native, NextHop, Observation, PeerMessage, ProofSource, RouteToken, RoutingPolicy,
 };
 use routefabric_core::{NodeId, RouteStore, RouteStoreConfig};
 use routefabric_runtime::{Runtime, RuntimeConfig, WasmProofSource, WasmRoutingPolicy};
@@ -209,6 +211,166 @@ fn fanout_token_replays_identically_natively_and_in_wasm() {
     );
 }
 
+/// What node 1 saw over five minutes in a network of `dht-directory` instances: 22 nodes on a
+/// ring, node 1 attached to four of them (one, node 5, without the plugin, so walks through it time
+/// out), messages taking a 100 ms tick; misses for far nodes, a neighbour restarting, garbage on
+/// the channel, refresh and lookup timers. Recorded from native instances with the defaults, so
+/// node 1's replies answer the lookups it makes when replayed.
+fn directory_stream() -> Vec<(u64, Vec<Observation>)> {
+    use std::collections::BTreeMap;
+
+    use dht_directory::DhtDirectory;
+
+    const SILENT: u64 = 5;
+    const TICK: u64 = 100;
+    let ring: Vec<u64> = (2..NODES).filter(|n| *n != SILENT).collect();
+    let mut links: Vec<(u64, u64)> = ring
+        .iter()
+        .zip(ring.iter().cycle().skip(1))
+        .map(|(a, b)| (*a, *b))
+        .collect();
+    links.extend(NEIGHBOURS.iter().map(|n| (ME, *n)));
+    let linked =
+        |links: &[(u64, u64)], a: u64, b: u64| links.iter().any(|l| *l == (a, b) || *l == (b, a));
+    let mut nodes: BTreeMap<u64, DhtDirectory> = (1..NODES)
+        .filter(|n| *n != SILENT)
+        .map(|n| (n, DhtDirectory::init(&[], id(n)).unwrap()))
+        .collect();
+    let mut inbox: BTreeMap<u64, Vec<Observation>> = BTreeMap::new();
+    let mut timers: BTreeMap<(u64, u64), (u64, u64)> = BTreeMap::new();
+    let up = |peer: u64, up: bool, session: u64| {
+        Observation::Link(LinkSample {
+            peer: id(peer),
+            up,
+            rtt_us: Some(300 + 100 * peer as u32),
+            session,
+        })
+    };
+    for &(a, b) in &links {
+        inbox.entry(a).or_default().push(up(b, true, 1));
+        inbox.entry(b).or_default().push(up(a, true, 1));
+    }
+    let mut stream = Vec::new();
+    let mut seq = 0;
+    for tick in 0..3_000u64 {
+        let now = tick * TICK;
+        let mut events: Vec<(u64, Observation)> = Vec::new();
+        match now {
+            20_000 | 45_000 | 70_000 => events.extend(
+                (10..NODES)
+                    .step_by(3)
+                    .map(|n| (ME, Observation::Miss(id(n)))),
+            ),
+            50_000 => events.push((ME, Observation::Miss(id(2)))), // a neighbour: offered at once
+            150_000 => {
+                links.retain(|l| *l != (ME, 3));
+                events.push((ME, up(3, false, 1)));
+                events.push((3, up(ME, false, 1)));
+            }
+            160_000 => {
+                // 3 comes back as a new instance (a restart: a new session).
+                links.push((ME, 3));
+                nodes.insert(3, DhtDirectory::init(&[], id(3)).unwrap());
+                events.push((ME, up(3, true, 2)));
+                events.extend(ring_neighbours(&ring, 3).map(|n| (3, up(n, true, 1))));
+                events.push((3, up(ME, true, 1)));
+            }
+            200_000 => {
+                let garbage = [vec![], vec![1, 0xff, 0x13], vec![9; 64], vec![1; 100_000]];
+                events.extend(garbage.into_iter().map(|data| {
+                    let message = PeerMessage {
+                        sender: id(2),
+                        data,
+                    };
+                    (ME, Observation::Message(message))
+                }));
+            }
+            230_000 => events.extend((8..NODES).map(|n| (ME, Observation::Miss(id(n))))),
+            _ => {}
+        }
+        for (n, observation) in events {
+            inbox.entry(n).or_default().push(observation);
+        }
+        while let Some(entry) = timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let (node, token) = entry.remove();
+            inbox
+                .entry(node)
+                .or_default()
+                .push(Observation::Timer(token));
+        }
+        let batches = std::mem::take(&mut inbox);
+        for (n, batch) in batches {
+            let Some(node) = nodes.get_mut(&n) else {
+                continue; // the silent neighbour
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            let actions = node.observe(now, &batch);
+            if n == ME {
+                stream.push((now, batch));
+            }
+            for action in actions {
+                match action {
+                    Action::Send { to, data } => {
+                        let to = to.to_words()[3];
+                        if linked(&links, n, to) {
+                            let message = PeerMessage {
+                                sender: id(n),
+                                data,
+                            };
+                            inbox
+                                .entry(to)
+                                .or_default()
+                                .push(Observation::Message(message));
+                        }
+                    }
+                    Action::SetTimer { token, after_ms } => {
+                        seq += 1;
+                        timers.insert((now + u64::from(after_ms), seq), (n, token));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    stream
+}
+
+fn ring_neighbours(ring: &[u64], n: u64) -> impl Iterator<Item = u64> {
+    let i = ring.iter().position(|x| *x == n).unwrap_or(0);
+    let len = ring.len();
+    [ring[(i + len - 1) % len], ring[(i + 1) % len]].into_iter()
+}
+
+#[test]
+fn dht_directory_replays_identically_natively_and_in_wasm() {
+    let stream = directory_stream();
+    let count = |f: &dyn Fn(&Observation) -> bool| {
+        stream.iter().flat_map(|(_, b)| b).filter(|o| f(o)).count()
+    };
+    assert!(count(&|o| matches!(o, Observation::Link(_))) >= 6);
+    assert!(count(&|o| matches!(o, Observation::Miss(_))) >= 20);
+    assert!(count(&|o| matches!(o, Observation::Message(_))) >= 100);
+    assert!(count(&|o| matches!(o, Observation::Timer(1))) >= 9);
+    assert!(
+        count(&|o| matches!(o, Observation::Timer(t) if *t > 1)) >= 1,
+        "a walk through the silent neighbour timed out"
+    );
+    let offers = replay_both_ways::<dht_directory::DhtDirectory>(
+        "dht-directory.wasm",
+        DHT_DIRECTORY.bytes,
+        stream,
+    );
+    assert!(
+        offers > 100,
+        "the stream exercises the source: {offers} offers"
+    );
+}
+
 #[test]
 fn every_builtin_passes_plugin_check_in_its_world() {
     use routefabric_runtime::PluginKind::{ProofSource as Source, RoutingPolicy as Policy};
@@ -216,6 +378,7 @@ fn every_builtin_passes_plugin_check_in_its_world() {
         ("static-routes", Source),
         ("ack-trace", Source),
         ("fanout-token", Source),
+        ("dht-directory", Source),
         ("lowest-cost", Policy),
         ("expected-cost", Policy),
         ("redundant", Policy),

@@ -36,6 +36,13 @@ pub const FANOUT_TOKEN: BuiltinPlugin = BuiltinPlugin {
     bytes: include_bytes!(concat!(env!("OUT_DIR"), "/fanout_token.wasm")),
 };
 
+/// `dht-directory`: a proof source looking destinations up in a Kademlia-style directory kept
+/// with the same plugin on the neighbours.
+pub const DHT_DIRECTORY: BuiltinPlugin = BuiltinPlugin {
+    file_name: "dht-directory.wasm",
+    bytes: include_bytes!(concat!(env!("OUT_DIR"), "/dht_directory.wasm")),
+};
+
 /// `expected-cost`: a policy ranking by cost / confidence plus link latency.
 pub const EXPECTED_COST: BuiltinPlugin = BuiltinPlugin {
     file_name: "expected-cost.wasm",
@@ -53,6 +60,7 @@ pub const ALL: &[BuiltinPlugin] = &[
     STATIC_ROUTES,
     ACK_TRACE,
     FANOUT_TOKEN,
+    DHT_DIRECTORY,
     LOWEST_COST,
     EXPECTED_COST,
     REDUNDANT,
