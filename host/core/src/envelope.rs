@@ -268,6 +268,11 @@ impl Dedup {
         true
     }
 
+    /// Whether `key` was seen (and is still remembered); remembers nothing.
+    pub fn contains(&self, key: &MessageKey) -> bool {
+        self.seen.contains(key)
+    }
+
     /// Messages remembered.
     pub fn len(&self) -> usize {
         self.order.len()

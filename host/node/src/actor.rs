@@ -30,6 +30,10 @@ pub const REQUEST_QUEUE: usize = 1_024;
 pub const DIAL_QUEUE: usize = 64;
 /// Peers being dialled at once.
 pub const MAX_DIALS: usize = 256;
+/// A dial that has neither connected nor failed after this long no longer holds its slot (its
+/// frames are counted as dropped): a peer can answer under another identity than the one asked
+/// for, and then no event names the dial again.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(20);
 /// Timers armed at once; beyond it the latest are dropped (and logged).
 pub const MAX_TIMERS: usize = 100_000;
 
@@ -136,6 +140,11 @@ pub struct NodeSpec {
     pub net: routefabric_net::Config,
     /// Its plugins.
     pub plugins: Arc<dyn Plugins>,
+    /// The TCP address other nodes are told to dial. Default (`None`): the first TCP listen
+    /// address that comes up, preferring one that is neither loopback nor unspecified — a node
+    /// listening on `0.0.0.0` is reported on every interface, and `127.0.0.1` is no use to a
+    /// peer on another machine. Set it behind NAT or port forwarding.
+    pub advertise: Option<SocketAddr>,
     /// Seed of the overlay's random choices.
     pub seed: u64,
 }
@@ -194,17 +203,32 @@ pub async fn spawn(
     for addr in &spec.listen {
         underlay.listen(addr.clone())?;
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let addr = loop {
-        let event = tokio::time::timeout_at(deadline, underlay.next_event())
-            .await
-            .map_err(|_| NodeError::NoListenAddress)?;
+    // A wildcard listener is reported once per interface, right after the first.
+    let wildcard = spec
+        .listen
+        .iter()
+        .any(|a| socket_addr(a).is_some_and(|s| s.ip().is_unspecified()));
+    let mut deadline = Instant::now() + Duration::from_secs(5);
+    let mut listening: Vec<SocketAddr> = Vec::new();
+    while let Ok(event) = tokio::time::timeout_at(deadline, underlay.next_event()).await {
         if let NetEvent::Listening(a) = event
             && let Some(sa) = socket_addr(&a)
         {
-            break sa;
+            listening.push(sa);
+            if spec.advertise.is_some() || !wildcard {
+                break;
+            }
+            if listening.len() == 1 {
+                deadline = Instant::now() + Duration::from_millis(100);
+            }
         }
-    };
+    }
+    let routable = |a: &&SocketAddr| !a.ip().is_loopback() && !a.ip().is_unspecified();
+    let addr = spec
+        .advertise
+        .or_else(|| listening.iter().find(routable).copied())
+        .or_else(|| listening.first().copied())
+        .ok_or(NodeError::NoListenAddress)?;
     let boot = wall_ms();
     let engine = Engine::new(spec.keys, addr, boot, spec.seed, spec.engine, spec.plugins);
     let me = engine.me();
@@ -230,7 +254,8 @@ struct Actor {
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     timer_payloads: HashMap<u64, Timer>,
     timer_seq: u64,
-    dialing: HashMap<NodeId, VecDeque<Vec<u8>>>,
+    /// Peers being dialled: when the dial started, and the frames waiting for it.
+    dialing: HashMap<NodeId, (Instant, VecDeque<Vec<u8>>)>,
     frames_dropped: u64,
 }
 
@@ -268,7 +293,7 @@ impl Actor {
             }
             // Frames queued while dialling follow the engine's hello.
             if let Some(peer) = flush_for
-                && let Some(queue) = self.dialing.remove(&peer)
+                && let Some((_, queue)) = self.dialing.remove(&peer)
             {
                 for frame in queue {
                     self.write(peer, frame);
@@ -304,14 +329,14 @@ impl Actor {
                 error,
             } => {
                 tracing::debug!(%peer, "dial failed: {error}");
-                if let Some(queue) = self.dialing.remove(&peer) {
+                if let Some((_, queue)) = self.dialing.remove(&peer) {
                     self.frames_dropped += queue.len() as u64;
                 }
                 Some(Input::Unreachable(peer))
             }
             NetEvent::FrameRejected { peer, reason } => {
                 tracing::debug!(%peer, ?reason, "frame rejected by the underlay");
-                None
+                Some(Input::FrameRefused(peer))
             }
             NetEvent::FramesDropped { count, .. } => {
                 self.frames_dropped += count as u64;
@@ -364,7 +389,7 @@ impl Actor {
             self.write(to.id, frame);
             return;
         }
-        if let Some(queue) = self.dialing.get_mut(&to.id) {
+        if let Some((_, queue)) = self.dialing.get_mut(&to.id) {
             if queue.len() < DIAL_QUEUE {
                 queue.push_back(frame);
             } else {
@@ -372,13 +397,31 @@ impl Actor {
             }
             return;
         }
-        if self.dialing.len() >= MAX_DIALS {
+        if routefabric_net::peer_id_of(&to.id).is_err() {
+            // Not an ed25519 key: no connection could authenticate it.
             self.frames_dropped += 1;
             return;
         }
+        if self.dialing.len() >= MAX_DIALS {
+            let now = Instant::now();
+            let mut stale = 0;
+            self.dialing.retain(|_, (started, queue)| {
+                let keep = now.duration_since(*started) < DIAL_TIMEOUT;
+                if !keep {
+                    stale += queue.len() as u64;
+                }
+                keep
+            });
+            self.frames_dropped += stale;
+            if self.dialing.len() >= MAX_DIALS {
+                self.frames_dropped += 1;
+                return;
+            }
+        }
         match self.underlay.dial(dial_addr(&to)) {
             Ok(()) => {
-                self.dialing.insert(to.id, VecDeque::from([frame]));
+                self.dialing
+                    .insert(to.id, (Instant::now(), VecDeque::from([frame])));
             }
             Err(e) => {
                 tracing::debug!(peer = %to.id, "cannot dial: {e}");

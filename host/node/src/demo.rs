@@ -134,6 +134,7 @@ impl Cluster {
                 net: routefabric_net::Config::default(),
                 plugins: Arc::new(RegistryPlugins(registry.clone())),
                 seed: seed.wrapping_mul(1_000).wrapping_add(i as u64),
+                advertise: None,
             };
             nodes.push(actor::spawn(spec, tx).await?);
             registries.push(registry);
@@ -199,9 +200,20 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let n = args.nodes;
     let cluster = Cluster::start(n, args.seed, args.json).await?;
+    let wire_before = cluster.wire_written().await?;
+    let mut rng = Lcg(args.seed);
+    let first_half = args.directed / 2;
+
+    // Directed sends before any tree exists: the route stores know only the neighbours, so a
+    // send to anyone else takes the safe path, and its ACK's trace teaches the nodes on the way.
+    say(
+        args.json,
+        &format!("{first_half} directed sends with ACK, before any broadcast ({FIRST_POLICY})…"),
+    );
+    directed_sends(&cluster.nodes, &mut rng, 0..first_half as u64, args.payload).await?;
+
     let writers = [1usize, 2usize];
     cluster.subscribe_all(&writers).await?;
-    let wire_before = cluster.wire_written().await?;
     let Cluster {
         nodes,
         registries,
@@ -229,39 +241,28 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // Directed sends, with the policy swapped halfway.
+
+    // Swap every node's policy while traffic flows, then the second half: the trees' route
+    // tokens and the first half's ACK traces are proofs now.
+    let mut swaps = 0u64;
+    for r in &registries {
+        r.select_policy(SECOND_POLICY)?;
+        swaps += 1;
+    }
     say(
         args.json,
         &format!(
-            "{} directed sends with ACK; the routing policy is swapped halfway…",
-            args.directed
+            "policy swapped to {SECOND_POLICY} on every node; {} more directed sends…",
+            args.directed - first_half
         ),
     );
-    let mut rng = Lcg(args.seed);
-    let mut swaps = 0u64;
-    for tag in 0..args.directed as u64 {
-        if tag == args.directed as u64 / 2 {
-            for r in &registries {
-                r.select_policy(SECOND_POLICY)?;
-                swaps += 1;
-            }
-        }
-        let a = rng.below(n);
-        let mut b = rng.below(n - 1);
-        if b >= a {
-            b += 1;
-        }
-        let mut payload = vec![0u8; args.payload.max(8)];
-        payload[..8].copy_from_slice(&tag.to_le_bytes());
-        nodes[a]
-            .command(Command::Send {
-                dest: nodes[b].me().id,
-                payload,
-                tag,
-            })
-            .await?;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    directed_sends(
+        &nodes,
+        &mut rng,
+        first_half as u64..args.directed as u64,
+        args.payload,
+    )
+    .await?;
 
     // Collect.
     let broadcast_expected = (2 * args.messages * (n - 1)) as u64;
@@ -397,6 +398,34 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Directed sends tagged `tags` between random pairs, one every 20 ms.
+async fn directed_sends(
+    nodes: &[NodeHandle],
+    rng: &mut Lcg,
+    tags: std::ops::Range<u64>,
+    payload_bytes: usize,
+) -> anyhow::Result<()> {
+    let n = nodes.len();
+    for tag in tags {
+        let a = rng.below(n);
+        let mut b = rng.below(n - 1);
+        if b >= a {
+            b += 1;
+        }
+        let mut payload = vec![0u8; payload_bytes.max(8)];
+        payload[..8].copy_from_slice(&tag.to_le_bytes());
+        nodes[a]
+            .command(Command::Send {
+                dest: nodes[b].me().id,
+                payload,
+                tag,
+            })
+            .await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 async fn sum_wire(nodes: &[NodeHandle]) -> anyhow::Result<u64> {

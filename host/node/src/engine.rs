@@ -80,6 +80,10 @@ pub struct EngineConfig {
     pub strikes_before_ban: u32,
     /// Period of route expiry, ms. Default 1,000.
     pub expire_interval_ms: u64,
+    /// Timers one proof source may have armed at once; more are refused and counted, so a
+    /// plugin cannot crowd the node's own timers out of the driver's bounded timer heap.
+    /// Default 1,024.
+    pub max_plugin_timers: usize,
 }
 
 impl Default for EngineConfig {
@@ -98,6 +102,7 @@ impl Default for EngineConfig {
             max_known_peers: 4_096,
             strikes_before_ban: 16,
             expire_interval_ms: 1_000,
+            max_plugin_timers: 1_024,
         }
     }
 }
@@ -187,6 +192,8 @@ pub enum Input {
         /// Round trip, µs.
         rtt_us: u32,
     },
+    /// The underlay refused a frame from `peer` (oversized): counted, and a strike against it.
+    FrameRefused(NodeId),
     /// A timer fired.
     Timer(Timer),
     /// An application command.
@@ -294,10 +301,16 @@ pub struct Stats {
     pub rejects: Rejects,
     /// Frames that did not decode.
     pub malformed_frames: u64,
+    /// Frames the underlay refused as larger than its frame limit.
+    pub oversized_frames: u64,
     /// Peers banned for garbage.
     pub bans: u64,
     /// Failed plugin calls.
     pub plugin_errors: u64,
+    /// Directed copies dropped because their trace was full (`max_trace`).
+    pub trace_full: u64,
+    /// Plugin timers refused because the source already had `max_plugin_timers` armed.
+    pub plugin_timers_refused: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -336,6 +349,8 @@ pub struct Engine {
     pending: HashMap<u64, Pending>,
     channels: HashMap<u64, String>,
     strikes: HashMap<NodeId, u32>,
+    /// Timers armed per proof source.
+    plugin_timers: HashMap<String, usize>,
     stats: Stats,
     /// Observations gathered while handling one input: `None` for every source, `Some(name)` for
     /// one.
@@ -413,6 +428,7 @@ impl Engine {
             pending: HashMap::new(),
             channels: HashMap::new(),
             strikes: HashMap::new(),
+            plugin_timers: HashMap::new(),
             stats: Stats::default(),
             observations: Vec::new(),
         }
@@ -456,6 +472,10 @@ impl Engine {
                 }
             }
             Input::Frame { from, bytes } => self.frame(now, from, &bytes, &mut out),
+            Input::FrameRefused(from) => {
+                self.stats.oversized_frames += 1;
+                self.strike(from, &mut out);
+            }
             Input::LinkSample { peer, rtt_us } => {
                 if let Some(link) = self.links.get_mut(&peer) {
                     link.rtt_us = Some(rtt_us);
@@ -551,6 +571,18 @@ impl Engine {
     }
 
     fn strike(&mut self, peer: NodeId, out: &mut Vec<Output>) {
+        if !self.strikes.contains_key(&peer) && self.strikes.len() >= self.config.max_known_peers {
+            // Bounded: forget the peer with the fewest strikes, so a persistent offender keeps
+            // its count however many others misbehave once.
+            let fewest = self
+                .strikes
+                .iter()
+                .min_by_key(|(_, n)| **n)
+                .map(|(p, _)| *p);
+            if let Some(victim) = fewest {
+                self.strikes.remove(&victim);
+            }
+        }
         let strikes = self.strikes.entry(peer).or_insert(0);
         *strikes += 1;
         if *strikes >= self.config.strikes_before_ban {
@@ -558,8 +590,14 @@ impl Engine {
             self.stats.bans += 1;
             out.push(Output::Ban(peer));
         }
-        if self.strikes.len() > self.config.max_known_peers {
-            self.strikes.clear();
+    }
+
+    /// Count a refused envelope, and strike the peer that handed it over unless the reason is
+    /// its timestamp (honest clocks drift; a peer is not to blame for the origin's).
+    fn refuse(&mut self, from: NodeId, reason: Reject, out: &mut Vec<Output>) {
+        self.stats.rejects.count(reason);
+        if reason != Reject::Timestamp {
+            self.strike(from, out);
         }
     }
 
@@ -695,6 +733,9 @@ impl Engine {
             Timer::Overlay(t) => self.overlay_in(now, overlay::InEvent::TimerExpired(t), out),
             Timer::Ack { id, attempt } => self.ack_timeout(now, id, attempt, out),
             Timer::Plugin { source, token } => {
+                if let Some(armed) = self.plugin_timers.get_mut(&source) {
+                    *armed = armed.saturating_sub(1);
+                }
                 self.observations
                     .push((Some(source), Observation::Timer(token)));
             }
@@ -964,40 +1005,50 @@ impl Engine {
     }
 
     fn directed_in(&mut self, now: u64, from: NodeId, mut d: Directed, out: &mut Vec<Output>) {
-        if d.trace.len() >= self.config.max_trace || d.trace.last() != Some(&from) {
+        if d.trace.len() >= self.config.max_trace
+            || d.trace.last() != Some(&from)
+            || d.trace.first() != Some(&d.origin)
+        {
             self.stats.malformed_frames += 1;
             self.strike(from, out);
             return;
         }
-        if !self
-            .copies
-            .first_time((d.origin, d.id, u64::from(d.attempt)))
-        {
+        let key = (d.origin, d.id, u64::from(d.attempt));
+        if self.copies.contains(&key) {
             return;
         }
-        if d.dest != self.me.id {
-            if d.trace.contains(&self.me.id) {
-                return;
-            }
-            self.stats.relayed += 1;
-            d.trace.push(self.me.id);
-            self.forward(now, Some(from), d, out);
-            return;
-        }
+        // Every receiver verifies before it forwards or delivers: a forged copy never takes the
+        // real one's place in anybody's de-duplication, and whoever hands on a bad envelope is
+        // to blame for it (no honest node forwards one).
         let envelope = match d.envelope.open(&self.config.envelope, now) {
             Ok(e) => e,
             Err(reason) => {
-                self.stats.rejects.count(reason);
-                self.strike(from, out);
+                self.refuse(from, reason, out);
                 return;
             }
         };
         if envelope.origin != d.origin
             || envelope.seq != d.id
-            || envelope.kind != (Kind::Direct { dest: self.me.id })
+            || envelope.kind != (Kind::Direct { dest: d.dest })
         {
-            self.stats.rejects.count(Reject::BadSignature);
-            self.strike(from, out);
+            self.refuse(from, Reject::BadSignature, out);
+            return;
+        }
+        self.copies.first_time(key);
+        // The hop budget is ours to bound, whatever the sender wrote.
+        d.ttl = d.ttl.min(self.config.flood_ttl);
+        if d.dest != self.me.id {
+            if d.trace.contains(&self.me.id) {
+                return;
+            }
+            if d.trace.len() + 1 >= self.config.max_trace {
+                // One hop more and the next node would refuse it as malformed.
+                self.stats.trace_full += 1;
+                return;
+            }
+            self.stats.relayed += 1;
+            d.trace.push(self.me.id);
+            self.forward(now, Some(from), d, out);
             return;
         }
         let mut path = d.trace;
@@ -1044,8 +1095,7 @@ impl Engine {
         let envelope = match signed.open(&self.config.envelope, now) {
             Ok(e) => e,
             Err(reason) => {
-                self.stats.rejects.count(reason);
-                self.strike(from, out);
+                self.refuse(from, reason, out);
                 return;
             }
         };
@@ -1081,6 +1131,20 @@ impl Engine {
             return;
         }
         if pos == 0 {
+            // Only the destination can acknowledge, and only an attempt that was sent: anyone
+            // else on the way could sign an ACK of its own.
+            if self
+                .pending
+                .get(&body.id)
+                .is_some_and(|p| p.dest != envelope.origin || body.attempt > p.attempt)
+            {
+                self.stats.rejects.count(Reject::BadSignature);
+                // Relays pass on any validly signed ACK; only its signer is to blame.
+                if from == envelope.origin {
+                    self.strike(from, out);
+                }
+                return;
+            }
             let Some(p) = self.pending.remove(&body.id) else {
                 // A second attempt's ACK after the first: still a trace worth learning.
                 self.observations.push((
@@ -1194,14 +1258,23 @@ impl Engine {
                         self.store.count_rejection(source, reason);
                     }
                 }
-                Action::SetTimer { token, after_ms } => self.arm(
-                    u64::from(after_ms),
-                    Timer::Plugin {
-                        source: name.to_owned(),
-                        token,
-                    },
-                    out,
-                ),
+                Action::SetTimer { token, after_ms } => {
+                    let armed = self.plugin_timers.entry(name.to_owned()).or_insert(0);
+                    if *armed >= self.config.max_plugin_timers {
+                        self.stats.plugin_timers_refused += 1;
+                        self.store.count_rejection(source, Rejection::BadTimer);
+                        continue;
+                    }
+                    *armed += 1;
+                    self.arm(
+                        u64::from(after_ms),
+                        Timer::Plugin {
+                            source: name.to_owned(),
+                            token,
+                        },
+                        out,
+                    );
+                }
             }
         }
     }

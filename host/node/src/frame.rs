@@ -1,9 +1,11 @@
 //! What nodes send each other: one CBOR-encoded [`Frame`] per underlay frame.
 //!
 //! Routing headers (who sent a directed message, where it goes, the trace so far) travel in the
-//! clear so relays can route and de-duplicate without verifying signatures; what the origin says
-//! (payload, timestamp, destination) is inside its [`Signed`] envelope, which relays forward
-//! unchanged and receivers verify before delivering.
+//! clear beside the origin's [`Signed`] envelope, which holds what the origin says (payload,
+//! timestamp, destination, sequence number). Relays forward the envelope's bytes unchanged and
+//! never re-sign; every receiver, relay or destination, verifies it and checks the header against
+//! it before it forwards, de-duplicates or delivers, so a forged copy can neither take a real
+//! one's place nor get an honest relay blamed for it.
 
 use routefabric_core::envelope::Signed;
 use routefabric_core::{NodeId, PeerRef};

@@ -32,6 +32,10 @@ struct NodeConfig {
     /// Listen addresses. Default `["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]`.
     /// The first TCP address is the one the node advertises.
     listen: Vec<String>,
+    /// The TCP address other nodes are told to dial, `/ip4|ip6/…/tcp/…`. Default: the first
+    /// TCP listen address that comes up, preferring one that is neither loopback nor unspecified.
+    /// Set it behind NAT or port forwarding.
+    advertise: Option<String>,
     /// Peers to join through: multiaddrs ending in `/p2p/<peer id>` (as printed by a running
     /// node). Default none: this node founds a network.
     bootstrap: Vec<String>,
@@ -64,6 +68,7 @@ impl Default for NodeConfig {
                 "/ip4/0.0.0.0/tcp/4001".into(),
                 "/ip4/0.0.0.0/udp/4001/quic-v1".into(),
             ],
+            advertise: None,
             bootstrap: Vec::new(),
             key_file: PathBuf::from("routefabric.key"),
             plugin_dir: None,
@@ -165,6 +170,17 @@ async fn node(config: NodeConfig) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("listen address {a:?} is not a multiaddr"))
         })
         .collect::<anyhow::Result<_>>()?;
+    let advertise = config
+        .advertise
+        .as_deref()
+        .map(|a| {
+            let parsed: Multiaddr = a
+                .parse()
+                .with_context(|| format!("advertise address {a:?} is not a multiaddr"))?;
+            actor::socket_addr(&parsed)
+                .with_context(|| format!("advertise address {a:?} is not /ip4|ip6/…/tcp/…"))
+        })
+        .transpose()?;
     let bootstrap: Vec<PeerRef> = config
         .bootstrap
         .iter()
@@ -211,6 +227,7 @@ async fn node(config: NodeConfig) -> anyhow::Result<ExitCode> {
         net: config.net,
         plugins: Arc::new(RegistryPlugins(registry)),
         seed: actor::wall_ms(),
+        advertise,
     };
     let node = actor::spawn(spec, tx).await?;
     println!(

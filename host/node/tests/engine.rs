@@ -14,7 +14,7 @@ use routefabric_core::{NodeId, PeerRef};
 use routefabric_node::engine::{
     Command, Delivery, Engine, EngineConfig, Input, Output, Plane, Plugins, SendOutcome,
 };
-use routefabric_node::frame::{Directed, Frame};
+use routefabric_node::frame::{AckBody, Directed, Frame};
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -484,4 +484,185 @@ fn swapping_the_policy_changes_who_decides() {
         .filter(|r| r.0 == a && matches!(r.2, SendOutcome::Acked { .. }))
         .count();
     assert_eq!(acked, 6, "nothing lost across the swap");
+}
+
+/// The identifier of `node`'s `n`-th directed send or publication since boot `T0`.
+fn seq(n: u64) -> u64 {
+    T0 * 1_000 + n
+}
+
+/// Two nodes that are not linked, and a neighbour of the first.
+fn unlinked_pair_and_a_neighbour(net: &Net) -> (usize, usize, usize) {
+    let n = net.engines.len();
+    let linked = |a: usize, b: usize| net.links.contains(&(a.min(b), a.max(b)));
+    let (a, b) = (0..n)
+        .flat_map(|a| (0..n).map(move |b| (a, b)))
+        .find(|&(a, b)| a != b && !linked(a, b))
+        .unwrap();
+    let m = (0..n).find(|&m| m != a && m != b && linked(a, m)).unwrap();
+    (a, b, m)
+}
+
+#[test]
+fn an_ack_signed_by_anyone_but_the_destination_is_refused() {
+    let mut net = Net::new(8);
+    net.join_all();
+    let (a, b, m) = unlinked_pair_and_a_neighbour(&net);
+    net.send(a, b, 7);
+    // The neighbour m acknowledges in b's place, with a path ending at itself.
+    let mallory = Keypair::from_secret([m as u8 + 1; 32]);
+    let body = AckBody {
+        id: seq(1),
+        attempt: 0,
+        path: vec![net.id(a), net.id(m)],
+        flood: false,
+    };
+    let mut payload = Vec::new();
+    ciborium::into_writer(&body, &mut payload).unwrap();
+    let forged = mallory.seal(&Envelope {
+        origin: net.id(m),
+        timestamp_ms: net.now,
+        seq: 1,
+        kind: Kind::Direct { dest: net.id(a) },
+        payload,
+    });
+    let from = net.id(m);
+    net.input(
+        a,
+        Input::Frame {
+            from,
+            bytes: Frame::Ack(forged).encode(),
+        },
+    );
+    let t = net.now + 2_000;
+    net.run_until(t);
+    assert_eq!(net.engines[a].stats().rejects.bad_signature, 1);
+    let outcomes: Vec<_> = net.results.iter().filter(|r| r.0 == a).collect();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    match &outcomes[0].2 {
+        SendOutcome::Acked { hops, .. } => assert!(*hops >= 2, "b's own ACK, over {hops} hops"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        net.deliveries
+            .iter()
+            .any(|(i, d)| *i == b && d.payload == vec![7u8; 100])
+    );
+}
+
+#[test]
+fn forged_copies_sent_ahead_do_not_keep_the_real_message_out() {
+    let mut net = Net::new(10);
+    net.join_all();
+    let (a, b, _) = unlinked_pair_and_a_neighbour(&net);
+    // Before a's first send leaves, every other node is handed a forged copy with the header the
+    // real one will carry (origin a, its next sequence number, attempt 0) by one of its
+    // neighbours: if copies were de-duplicated before verification, the real one would be
+    // dropped everywhere.
+    let mallory = Keypair::from_secret([99; 32]);
+    let origin = net.id(a);
+    let links: Vec<(usize, usize)> = net.links.iter().copied().collect();
+    for node in (0..10).filter(|&n| n != a) {
+        let other = |&(x, y): &(usize, usize)| match (x == node, y == node) {
+            (true, false) if y != a => Some(y),
+            (false, true) if x != a => Some(x),
+            _ => None,
+        };
+        let Some(neighbour) = links.iter().find_map(other) else {
+            continue;
+        };
+        let forged = mallory.seal(&Envelope {
+            origin,
+            timestamp_ms: net.now,
+            seq: seq(1),
+            kind: Kind::Direct { dest: net.id(b) },
+            payload: b"forged".to_vec(),
+        });
+        let frame = Frame::Directed(Box::new(Directed {
+            origin,
+            dest: net.id(b),
+            id: seq(1),
+            attempt: 0,
+            flood: true,
+            ttl: 0,
+            trace: vec![origin, net.id(neighbour)],
+            envelope: forged,
+        }));
+        let from = net.id(neighbour);
+        net.input(
+            node,
+            Input::Frame {
+                from,
+                bytes: frame.encode(),
+            },
+        );
+    }
+    net.send(a, b, 3);
+    let t = net.now + 2_000;
+    net.run_until(t);
+    let refused: u64 = net
+        .engines
+        .iter()
+        .map(|e| e.stats().rejects.bad_signature)
+        .sum();
+    assert!(refused >= 8, "forged copies refused: {refused}");
+    let got: Vec<_> = net
+        .deliveries
+        .iter()
+        .filter(|(i, d)| *i == b && d.channel.is_none())
+        .map(|(_, d)| d.payload.clone())
+        .collect();
+    assert_eq!(got, vec![vec![3u8; 100]], "the real message, once");
+    assert!(matches!(
+        net.results.iter().find(|r| r.0 == a).map(|r| &r.2),
+        Some(SendOutcome::Acked { .. })
+    ));
+}
+
+#[test]
+fn a_full_trace_is_dropped_without_blaming_the_relay() {
+    let mut net = Net::new(6);
+    net.join_all();
+    let (a, b, m) = unlinked_pair_and_a_neighbour(&net);
+    // A validly signed message from a whose trace is one hop short of the cap reaches m.
+    let keys = Keypair::from_secret([a as u8 + 1; 32]);
+    let max = EngineConfig::default().max_trace;
+    let envelope = keys.seal(&Envelope {
+        origin: net.id(a),
+        timestamp_ms: net.now,
+        seq: 5,
+        kind: Kind::Direct { dest: net.id(b) },
+        payload: b"long way".to_vec(),
+    });
+    let mut trace = vec![net.id(a)];
+    trace.extend((0..max - 3).map(|k| Keypair::from_secret([200 + k as u8; 32]).id()));
+    trace.push(net.id(a));
+    assert_eq!(trace.len(), max - 1);
+    let frame = Frame::Directed(Box::new(Directed {
+        origin: net.id(a),
+        dest: net.id(b),
+        id: 5,
+        attempt: 0,
+        flood: true,
+        ttl: 200,
+        trace,
+        envelope,
+    }));
+    let from = net.id(a);
+    net.input(
+        m,
+        Input::Frame {
+            from,
+            bytes: frame.encode(),
+        },
+    );
+    let t = net.now + 100;
+    net.run_until(t);
+    let stats = net.engines[m].stats();
+    assert_eq!(stats.trace_full, 1);
+    assert_eq!(
+        stats.relayed, 0,
+        "not passed on to be refused by the next node"
+    );
+    assert_eq!(stats.malformed_frames, 0);
 }

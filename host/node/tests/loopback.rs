@@ -48,6 +48,7 @@ async fn start(i: u8) -> TestNode {
         net: routefabric_net::Config::default(),
         plugins: Arc::new(RegistryPlugins(registry.clone())),
         seed: u64::from(i),
+        advertise: None,
     };
     let handle = actor::spawn(spec, tx).await.unwrap();
     TestNode {
@@ -240,11 +241,12 @@ async fn garbage_forged_and_oversized_frames_are_refused_and_the_node_carries_on
             let _ = rogue.next_event().await;
         }
     });
-    let mut rejected = 0;
+    let (mut rejected, mut oversized) = (0, 0);
     for _ in 0..200 {
         let r = nodes[2].handle.report().await.unwrap();
         rejected = r.stats.rejects.bad_signature + r.stats.malformed_frames;
-        if rejected >= 2 {
+        oversized = r.stats.oversized_frames;
+        if rejected >= 2 && oversized >= 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -253,6 +255,7 @@ async fn garbage_forged_and_oversized_frames_are_refused_and_the_node_carries_on
         rejected, 2,
         "the forged envelope and the garbage frame are counted"
     );
+    assert_eq!(oversized, 1, "the oversized frame is counted");
     // The node is still up and still delivers.
     assert!(matches!(
         send(&mut nodes, 0, 2, 99).await,
