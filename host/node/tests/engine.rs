@@ -214,6 +214,12 @@ impl Net {
         self.run_until(t);
     }
 
+    /// Hand node `to` a frame as if neighbour `from` had sent it.
+    fn inject(&mut self, to: usize, from: NodeId, frame: &Frame) {
+        let bytes = frame.encode();
+        self.input(to, Input::Frame { from, bytes });
+    }
+
     fn send(&mut self, from: usize, to: usize, tag: u64) {
         let dest = self.id(to);
         self.input(
@@ -410,13 +416,7 @@ fn forged_and_garbage_frames_are_refused_counted_and_the_sender_banned() {
         envelope: forged,
     }));
     let from = net.id(a);
-    net.input(
-        b,
-        Input::Frame {
-            from,
-            bytes: frame.encode(),
-        },
-    );
+    net.inject(b, from, &frame);
     let t = net.now + 10;
     net.run_until(t);
     assert_eq!(net.engines[b].stats().rejects.bad_signature, 1);
@@ -527,13 +527,7 @@ fn an_ack_signed_by_anyone_but_the_destination_is_refused() {
         payload,
     });
     let from = net.id(m);
-    net.input(
-        a,
-        Input::Frame {
-            from,
-            bytes: Frame::Ack(forged).encode(),
-        },
-    );
+    net.inject(a, from, &Frame::Ack(forged));
     let t = net.now + 2_000;
     net.run_until(t);
     assert_eq!(net.engines[a].stats().rejects.bad_signature, 1);
@@ -589,13 +583,7 @@ fn forged_copies_sent_ahead_do_not_keep_the_real_message_out() {
             envelope: forged,
         }));
         let from = net.id(neighbour);
-        net.input(
-            node,
-            Input::Frame {
-                from,
-                bytes: frame.encode(),
-            },
-        );
+        net.inject(node, from, &frame);
     }
     net.send(a, b, 3);
     let t = net.now + 2_000;
@@ -649,13 +637,7 @@ fn a_full_trace_is_dropped_without_blaming_the_relay() {
         envelope,
     }));
     let from = net.id(a);
-    net.input(
-        m,
-        Input::Frame {
-            from,
-            bytes: frame.encode(),
-        },
-    );
+    net.inject(m, from, &frame);
     let t = net.now + 100;
     net.run_until(t);
     let stats = net.engines[m].stats();
