@@ -145,6 +145,8 @@ pub struct NodeSpec {
     /// listening on `0.0.0.0` is reported on every interface, and `127.0.0.1` is no use to a
     /// peer on another machine. Set it behind NAT or port forwarding.
     pub advertise: Option<SocketAddr>,
+    /// How it dials its peers. Default TCP.
+    pub transport: Transport,
     /// Seed of the overlay's random choices.
     pub seed: u64,
 }
@@ -166,13 +168,34 @@ pub fn wall_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The multiaddr to dial a peer at.
+/// How a node dials its peers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// TCP with noise and yamux, at the peer's advertised address. The default.
+    #[default]
+    Tcp,
+    /// QUIC at the UDP port with the number of the peer's advertised TCP port (the default
+    /// listen addresses put both on 4001), falling back to TCP when that dial fails.
+    Quic,
+}
+
+/// The multiaddr to dial a peer at over TCP.
 pub fn dial_addr(peer: &PeerRef) -> Multiaddr {
+    dial_addr_over(peer, Transport::Tcp)
+}
+
+/// The multiaddr to dial a peer at over `transport`.
+pub fn dial_addr_over(peer: &PeerRef, transport: Transport) -> Multiaddr {
     let ip = match peer.addr.ip() {
         IpAddr::V4(ip) => format!("/ip4/{ip}"),
         IpAddr::V6(ip) => format!("/ip6/{ip}"),
     };
-    let mut s = format!("{ip}/tcp/{}", peer.addr.port());
+    let port = peer.addr.port();
+    let mut s = match transport {
+        Transport::Tcp => format!("{ip}/tcp/{port}"),
+        Transport::Quic => format!("{ip}/udp/{port}/quic-v1"),
+    };
     if let Ok(p) = routefabric_net::peer_id_of(&peer.id) {
         s.push_str(&format!("/p2p/{p}"));
     }
@@ -241,6 +264,7 @@ pub async fn spawn(
         timer_payloads: HashMap::new(),
         timer_seq: 0,
         dialing: HashMap::new(),
+        transport: spec.transport,
         frames_dropped: 0,
     };
     tokio::spawn(actor.run(rx));
@@ -254,9 +278,19 @@ struct Actor {
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     timer_payloads: HashMap<u64, Timer>,
     timer_seq: u64,
-    /// Peers being dialled: when the dial started, and the frames waiting for it.
-    dialing: HashMap<NodeId, (Instant, VecDeque<Vec<u8>>)>,
+    /// Peers being dialled.
+    dialing: HashMap<NodeId, Dial>,
+    transport: Transport,
     frames_dropped: u64,
+}
+
+/// A dial in progress.
+struct Dial {
+    peer: PeerRef,
+    started: Instant,
+    transport: Transport,
+    /// Frames waiting for the connection.
+    queue: VecDeque<Vec<u8>>,
 }
 
 impl Actor {
@@ -293,9 +327,9 @@ impl Actor {
             }
             // Frames queued while dialling follow the engine's hello.
             if let Some(peer) = flush_for
-                && let Some((_, queue)) = self.dialing.remove(&peer)
+                && let Some(dial) = self.dialing.remove(&peer)
             {
-                for frame in queue {
+                for frame in dial.queue {
                     self.write(peer, frame);
                 }
             }
@@ -329,9 +363,13 @@ impl Actor {
                 error,
             } => {
                 tracing::debug!(%peer, "dial failed: {error}");
-                if let Some((_, queue)) = self.dialing.remove(&peer) {
-                    self.frames_dropped += queue.len() as u64;
+                let dial = self.dialing.remove(&peer)?;
+                if dial.transport == Transport::Quic {
+                    // The peer may not listen on QUIC at that port: try TCP before giving up.
+                    self.dial(dial.peer, Transport::Tcp, dial.queue);
+                    return None;
                 }
+                self.frames_dropped += dial.queue.len() as u64;
                 Some(Input::Unreachable(peer))
             }
             NetEvent::FrameRejected { peer, reason } => {
@@ -389,9 +427,9 @@ impl Actor {
             self.write(to.id, frame);
             return;
         }
-        if let Some((_, queue)) = self.dialing.get_mut(&to.id) {
-            if queue.len() < DIAL_QUEUE {
-                queue.push_back(frame);
+        if let Some(dial) = self.dialing.get_mut(&to.id) {
+            if dial.queue.len() < DIAL_QUEUE {
+                dial.queue.push_back(frame);
             } else {
                 self.frames_dropped += 1;
             }
@@ -405,10 +443,10 @@ impl Actor {
         if self.dialing.len() >= MAX_DIALS {
             let now = Instant::now();
             let mut stale = 0;
-            self.dialing.retain(|_, (started, queue)| {
-                let keep = now.duration_since(*started) < DIAL_TIMEOUT;
+            self.dialing.retain(|_, dial| {
+                let keep = now.duration_since(dial.started) < DIAL_TIMEOUT;
                 if !keep {
-                    stale += queue.len() as u64;
+                    stale += dial.queue.len() as u64;
                 }
                 keep
             });
@@ -418,14 +456,23 @@ impl Actor {
                 return;
             }
         }
-        match self.underlay.dial(dial_addr(&to)) {
+        self.dial(to, self.transport, VecDeque::from([frame]));
+    }
+
+    fn dial(&mut self, peer: PeerRef, transport: Transport, queue: VecDeque<Vec<u8>>) {
+        match self.underlay.dial(dial_addr_over(&peer, transport)) {
             Ok(()) => {
-                self.dialing
-                    .insert(to.id, (Instant::now(), VecDeque::from([frame])));
+                let dial = Dial {
+                    peer,
+                    started: Instant::now(),
+                    transport,
+                    queue,
+                };
+                self.dialing.insert(peer.id, dial);
             }
             Err(e) => {
-                tracing::debug!(peer = %to.id, "cannot dial: {e}");
-                self.frames_dropped += 1;
+                tracing::debug!(peer = %peer.id, "cannot dial: {e}");
+                self.frames_dropped += queue.len() as u64;
             }
         }
     }

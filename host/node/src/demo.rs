@@ -135,6 +135,7 @@ impl Cluster {
                 plugins: Arc::new(RegistryPlugins(registry.clone())),
                 seed: seed.wrapping_mul(1_000).wrapping_add(i as u64),
                 advertise: None,
+                transport: actor::Transport::Tcp,
             };
             nodes.push(actor::spawn(spec, tx).await?);
             registries.push(registry);

@@ -36,6 +36,9 @@ struct NodeConfig {
     /// TCP listen address that comes up, preferring one that is neither loopback nor unspecified.
     /// Set it behind NAT or port forwarding.
     advertise: Option<String>,
+    /// How to dial peers: `"tcp"` or `"quic"` (at the UDP port with the number of the peer's
+    /// TCP port, falling back to TCP). Default `"tcp"`.
+    transport: actor::Transport,
     /// Peers to join through: multiaddrs ending in `/p2p/<peer id>` (as printed by a running
     /// node). Default none: this node founds a network.
     bootstrap: Vec<String>,
@@ -69,6 +72,7 @@ impl Default for NodeConfig {
                 "/ip4/0.0.0.0/udp/4001/quic-v1".into(),
             ],
             advertise: None,
+            transport: actor::Transport::Tcp,
             bootstrap: Vec::new(),
             key_file: PathBuf::from("routefabric.key"),
             plugin_dir: None,
@@ -228,6 +232,7 @@ async fn node(config: NodeConfig) -> anyhow::Result<ExitCode> {
         plugins: Arc::new(RegistryPlugins(registry)),
         seed: actor::wall_ms(),
         advertise,
+        transport: config.transport,
     };
     let node = actor::spawn(spec, tx).await?;
     println!(

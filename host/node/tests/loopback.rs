@@ -38,17 +38,31 @@ struct TestNode {
 }
 
 async fn start(i: u8) -> TestNode {
+    start_on(
+        i,
+        vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        actor::Transport::Tcp,
+    )
+    .await
+}
+
+async fn start_on(
+    i: u8,
+    listen: Vec<routefabric_net::Multiaddr>,
+    transport: actor::Transport,
+) -> TestNode {
     let keys = keys(i);
     let registry = builtin_registry(runtime(), keys.id()).unwrap();
     let (tx, events) = mpsc::channel(4_096);
     let spec = NodeSpec {
         keys,
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        listen,
         engine: EngineConfig::default(),
         net: routefabric_net::Config::default(),
         plugins: Arc::new(RegistryPlugins(registry.clone())),
         seed: u64::from(i),
         advertise: None,
+        transport,
     };
     let handle = actor::spawn(spec, tx).await.unwrap();
     TestNode {
@@ -296,5 +310,63 @@ async fn a_node_that_restarts_is_learned_again() {
     }
     for n in &nodes {
         n.handle.shutdown().await;
+    }
+}
+
+/// A port free on 127.0.0.1 for both TCP and UDP just now.
+fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_dial_over_quic_join_and_deliver_without_a_tcp_byte() {
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let port = free_port();
+        let listen = vec![
+            format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap(),
+            format!("/ip4/127.0.0.1/udp/{port}/quic-v1")
+                .parse()
+                .unwrap(),
+        ];
+        nodes.push(start_on(30 + i, listen, actor::Transport::Quic).await);
+    }
+    nodes[0]
+        .handle
+        .command(Command::Start { contact: None })
+        .await
+        .unwrap();
+    let contact = nodes[0].handle.me();
+    for node in &nodes[1..] {
+        node.handle
+            .command(Command::Start {
+                contact: Some(contact),
+            })
+            .await
+            .unwrap();
+    }
+    for node in &nodes {
+        wait_for_neighbours(&node.handle).await;
+    }
+    for tag in 0..3 {
+        assert!(matches!(
+            send(&mut nodes, 2, 1, tag).await,
+            SendOutcome::Acked { .. }
+        ));
+    }
+    for node in &nodes {
+        let wire = node.handle.report().await.unwrap().wire;
+        assert_eq!(
+            (wire.written, wire.read),
+            (0, 0),
+            "every connection is QUIC (the counters see TCP only)"
+        );
+        node.handle.shutdown().await;
     }
 }
