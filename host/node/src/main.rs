@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench_cmd;
+mod console;
 mod demo;
 mod node_cmd;
 mod plugin_cmd;

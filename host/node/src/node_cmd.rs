@@ -13,6 +13,8 @@ use routefabric_net::{Multiaddr, PeerId};
 use routefabric_node::actor::{self, AppEvent, NodeSpec};
 use routefabric_node::engine::{Command, EngineConfig};
 use routefabric_node::plugins::{RegistryPlugins, builtin_registry};
+
+use crate::console;
 use routefabric_runtime::{Runtime, RuntimeConfig, Watcher};
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -85,7 +87,7 @@ impl Default for NodeConfig {
 }
 
 /// A peer's id and address from `/ip4/…/tcp/…/p2p/<peer id>`.
-fn peer_ref(addr: &str) -> anyhow::Result<PeerRef> {
+pub(crate) fn peer_ref(addr: &str) -> anyhow::Result<PeerRef> {
     let parsed: Multiaddr = addr
         .parse()
         .with_context(|| format!("{addr:?} is not a multiaddr"))?;
@@ -247,16 +249,54 @@ async fn node(config: NodeConfig) -> anyhow::Result<ExitCode> {
     for (channel, writer) in subscriptions {
         node.command(Command::Subscribe { channel, writer }).await?;
     }
+    println!("type `help` for the console's commands");
+    let mut lines = console::stdin_lines();
+    let mut console_open = true;
+    let mut next_tag = 0u64;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             event = events.recv() => match event {
-                Some(AppEvent::Deliver(d)) => tracing::info!(
-                    origin = %d.origin, channel = ?d.channel, hops = d.hops, plane = ?d.plane,
-                    bytes = d.payload.len(), "delivered"
-                ),
-                Some(AppEvent::SendResult { tag, outcome }) => tracing::info!(tag, ?outcome, "send finished"),
+                Some(AppEvent::Deliver(d)) => {
+                    tracing::info!(
+                        origin = %d.origin, channel = ?d.channel, hops = d.hops, plane = ?d.plane,
+                        bytes = d.payload.len(), "delivered"
+                    );
+                    println!("{}", console::delivery_line(&d));
+                }
+                Some(AppEvent::SendResult { tag, outcome }) => {
+                    tracing::info!(tag, ?outcome, "send finished");
+                    println!("{}", console::outcome_line(tag, &outcome));
+                }
                 None => break,
+            },
+            line = lines.recv(), if console_open => {
+                let Some(line) = line else {
+                    // End of input: keep running until Ctrl-C.
+                    console_open = false;
+                    continue;
+                };
+                match line.and_then(|l| console::parse(&l)) {
+                    Ok(None) => {}
+                    Ok(Some(console::Line::Publish { channel, text })) => {
+                        node.command(Command::Publish { channel, payload: text.into_bytes() }).await?;
+                    }
+                    Ok(Some(console::Line::Subscribe { channel, writer })) => {
+                        node.command(Command::Subscribe { channel, writer }).await?;
+                    }
+                    Ok(Some(console::Line::Send { dest, text })) => {
+                        next_tag += 1;
+                        node.command(Command::Send { dest, payload: text.into_bytes(), tag: next_tag }).await?;
+                        println!("send {next_tag} queued");
+                    }
+                    Ok(Some(console::Line::Status)) => {
+                        let report = node.report().await?;
+                        let at = node.multiaddr().to_string();
+                        println!("{}", console::status_lines(&node.me(), &at, &report));
+                    }
+                    Ok(Some(console::Line::Help)) => println!("{}", console::HELP),
+                    Err(e) => println!("error: {e}"),
+                }
             },
         }
     }

@@ -74,3 +74,122 @@ fn a_bad_node_config_fails_in_one_clear_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("node.toml"), "{stderr}");
 }
+
+/// A `routefabric node` process with its console on a pipe and its output read line by line.
+struct NodeProcess {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl NodeProcess {
+    fn start(dir: &std::path::Path, name: &str, config: &str) -> NodeProcess {
+        use std::io::BufRead;
+        let path = dir.join(format!("{name}.toml"));
+        let key = dir.join(format!("{name}.key"));
+        std::fs::write(&path, format!("key_file = {key:?}\n{config}")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_routefabric"))
+            .args(["node", "--config", path.to_str().unwrap()])
+            .env("XDG_CACHE_HOME", dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        NodeProcess {
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        use std::io::Write;
+        writeln!(self.stdin, "{line}").unwrap();
+    }
+
+    /// The first line (from now on) containing `needle`, waiting up to `secs` seconds.
+    fn wait_for(&mut self, needle: &str, secs: u64) -> Option<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                break;
+            };
+            self.seen.push(line.clone());
+            if line.contains(needle) {
+                return Some(line);
+            }
+        }
+        None
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn two_node_processes_publish_subscribe_and_send_through_the_console() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = NodeProcess::start(dir.path(), "a", "listen = [\"/ip4/127.0.0.1/tcp/0\"]\n");
+    let listening = a
+        .wait_for("listening at ", 30)
+        .expect("a prints its address");
+    let addr = listening.rsplit(' ').next().unwrap().to_owned();
+    let mut b = NodeProcess::start(
+        dir.path(),
+        "b",
+        &format!(
+            "listen = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = [{addr:?}]\n\
+             [[subscribe]]\nchannel = \"news\"\nwriter = {addr:?}\n"
+        ),
+    );
+    b.wait_for("listening at ", 30).expect("b starts");
+    // Publish until b's subscription has attached (the tree forms within a second or so).
+    let mut delivered = None;
+    for k in 0..40 {
+        a.type_line(&format!("publish news hello {k}"));
+        delivered = b.wait_for("on news", 1);
+        if delivered.is_some() {
+            break;
+        }
+    }
+    let delivered = delivered.unwrap_or_else(|| panic!("b got nothing: {:?}", b.seen));
+    assert!(delivered.contains("hello"), "{delivered}");
+    assert!(delivered.contains("Tree"), "{delivered}");
+
+    let peer = addr.rsplit_once("/p2p/").unwrap().1.to_owned();
+    b.type_line(&format!("send {peer} ping from b"));
+    let outcome = b
+        .wait_for("send 1 ", 15)
+        .and_then(|_| b.wait_for("send 1 acknowledged", 15))
+        .unwrap_or_else(|| panic!("no ACK: {:?}", b.seen));
+    assert!(outcome.contains("hops"), "{outcome}");
+    let got = a
+        .wait_for("ping from b", 5)
+        .unwrap_or_else(|| panic!("a got no ping: {:?}", a.seen));
+    assert!(got.starts_with("delivered from "), "{got}");
+
+    b.type_line("status");
+    let status = b.wait_for("neighbours", 5).expect("status prints");
+    assert!(status.contains("neighbours 1"), "{status}");
+    b.type_line("take off");
+    let error = b.wait_for("error:", 5).expect("a bad line is answered");
+    assert!(error.contains("unknown command"), "{error}");
+}
