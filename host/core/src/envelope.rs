@@ -163,6 +163,14 @@ impl Keypair {
 impl Signed {
     /// Check size, encoding, signature and timestamp (against `now_ms`), and return the envelope.
     pub fn open(&self, limits: &Limits, now_ms: u64) -> Result<Envelope, Reject> {
+        let envelope = self.verify(limits)?;
+        limits.check_time(&envelope, now_ms)?;
+        Ok(envelope)
+    }
+
+    /// Check size, encoding and signature, not the timestamp: what a receiver needs to know who
+    /// is to blame for an envelope [`Limits::check_time`] then refuses.
+    pub fn verify(&self, limits: &Limits) -> Result<Envelope, Reject> {
         if self.body.len() > limits.max_body_bytes {
             return Err(Reject::Oversized);
         }
@@ -176,12 +184,19 @@ impl Signed {
         let key = VerifyingKey::from_bytes(&envelope.origin.0).map_err(|_| Reject::BadSignature)?;
         key.verify_strict(&self.body, &Signature::from_bytes(&signature))
             .map_err(|_| Reject::BadSignature)?;
-        let oldest = now_ms.saturating_sub(limits.max_age_ms);
-        let newest = now_ms.saturating_add(limits.max_skew_ms);
+        Ok(envelope)
+    }
+}
+
+impl Limits {
+    /// Whether `envelope`'s timestamp lies in the window around `now_ms`.
+    pub fn check_time(&self, envelope: &Envelope, now_ms: u64) -> Result<(), Reject> {
+        let oldest = now_ms.saturating_sub(self.max_age_ms);
+        let newest = now_ms.saturating_add(self.max_skew_ms);
         if envelope.timestamp_ms < oldest || envelope.timestamp_ms > newest {
             return Err(Reject::Timestamp);
         }
-        Ok(envelope)
+        Ok(())
     }
 }
 

@@ -34,6 +34,8 @@ pub const MAX_DIALS: usize = 256;
 /// frames are counted as dropped): a peer can answer under another identity than the one asked
 /// for, and then no event names the dial again.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(20);
+/// Inputs the actor owes the engine (events from before the first turn, peers it could not dial).
+const PENDING_INPUTS: usize = 4_096;
 /// Timers armed at once; beyond it the latest are dropped (and logged).
 pub const MAX_TIMERS: usize = 100_000;
 
@@ -226,24 +228,36 @@ pub async fn spawn(
     for addr in &spec.listen {
         underlay.listen(addr.clone())?;
     }
-    // A wildcard listener is reported once per interface, right after the first.
+    // A wildcard listener is reported once per interface, right after the first; other
+    // listeners once each. Whatever else arrives meanwhile is kept for the engine.
     let wildcard = spec
         .listen
         .iter()
         .any(|a| socket_addr(a).is_some_and(|s| s.ip().is_unspecified()));
+    let tcp_listeners = spec
+        .listen
+        .iter()
+        .filter(|a| socket_addr(a).is_some())
+        .count();
     let mut deadline = Instant::now() + Duration::from_secs(5);
     let mut listening: Vec<SocketAddr> = Vec::new();
+    let mut early: Vec<NetEvent> = Vec::new();
     while let Ok(event) = tokio::time::timeout_at(deadline, underlay.next_event()).await {
-        if let NetEvent::Listening(a) = event
-            && let Some(sa) = socket_addr(&a)
-        {
-            listening.push(sa);
-            if spec.advertise.is_some() || !wildcard {
-                break;
+        let NetEvent::Listening(a) = event else {
+            if early.len() < PENDING_INPUTS {
+                early.push(event);
             }
-            if listening.len() == 1 {
-                deadline = Instant::now() + Duration::from_millis(100);
-            }
+            continue;
+        };
+        let Some(sa) = socket_addr(&a) else {
+            continue;
+        };
+        listening.push(sa);
+        if spec.advertise.is_some() || (!wildcard && listening.len() >= tcp_listeners) {
+            break;
+        }
+        if wildcard && listening.len() == 1 {
+            deadline = Instant::now() + Duration::from_millis(100);
         }
     }
     let routable = |a: &&SocketAddr| !a.ip().is_loopback() && !a.ip().is_unspecified();
@@ -256,7 +270,7 @@ pub async fn spawn(
     let engine = Engine::new(spec.keys, addr, boot, spec.seed, spec.engine, spec.plugins);
     let me = engine.me();
     let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
-    let actor = Actor {
+    let mut actor = Actor {
         engine,
         underlay,
         events,
@@ -264,9 +278,15 @@ pub async fn spawn(
         timer_payloads: HashMap::new(),
         timer_seq: 0,
         dialing: HashMap::new(),
+        pending: VecDeque::new(),
         transport: spec.transport,
         frames_dropped: 0,
     };
+    for event in early {
+        if let Some(input) = actor.net_event(event) {
+            actor.pending.push_back(input);
+        }
+    }
     tokio::spawn(actor.run(rx));
     Ok(NodeHandle { me, requests: tx })
 }
@@ -280,6 +300,8 @@ struct Actor {
     timer_seq: u64,
     /// Peers being dialled.
     dialing: HashMap<NodeId, Dial>,
+    /// Inputs to hand the engine before the next event (bounded by [`PENDING_INPUTS`]).
+    pending: VecDeque<Input>,
     transport: Transport,
     frames_dropped: u64,
 }
@@ -297,7 +319,10 @@ impl Actor {
     async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
         loop {
             let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
-            let input = tokio::select! {
+            let input = if let Some(input) = self.pending.pop_front() {
+                input
+            } else {
+                tokio::select! {
                 biased;
                 request = requests.recv() => match request {
                     None | Some(Request::Shutdown) => break,
@@ -316,6 +341,7 @@ impl Actor {
                     Some(input) => input,
                     None => continue,
                 },
+                }
             };
             let flush_for = match &input {
                 Input::PeerUp { peer, .. } => Some(*peer),
@@ -438,19 +464,23 @@ impl Actor {
         if routefabric_net::peer_id_of(&to.id).is_err() {
             // Not an ed25519 key: no connection could authenticate it.
             self.frames_dropped += 1;
+            self.unreachable(to.id);
             return;
         }
         if self.dialing.len() >= MAX_DIALS {
             let now = Instant::now();
-            let mut stale = 0;
-            self.dialing.retain(|_, dial| {
-                let keep = now.duration_since(dial.started) < DIAL_TIMEOUT;
-                if !keep {
-                    stale += dial.queue.len() as u64;
+            let stale: Vec<NodeId> = self
+                .dialing
+                .iter()
+                .filter(|(_, dial)| now.duration_since(dial.started) >= DIAL_TIMEOUT)
+                .map(|(peer, _)| *peer)
+                .collect();
+            for peer in stale {
+                if let Some(dial) = self.dialing.remove(&peer) {
+                    self.frames_dropped += dial.queue.len() as u64;
                 }
-                keep
-            });
-            self.frames_dropped += stale;
+                self.unreachable(peer);
+            }
             if self.dialing.len() >= MAX_DIALS {
                 self.frames_dropped += 1;
                 return;
@@ -473,7 +503,15 @@ impl Actor {
             Err(e) => {
                 tracing::debug!(peer = %peer.id, "cannot dial: {e}");
                 self.frames_dropped += queue.len() as u64;
+                self.unreachable(peer.id);
             }
+        }
+    }
+
+    /// Tell the engine, before the next event, that `peer` cannot be reached.
+    fn unreachable(&mut self, peer: NodeId) {
+        if self.pending.len() < PENDING_INPUTS {
+            self.pending.push_back(Input::Unreachable(peer));
         }
     }
 

@@ -148,6 +148,81 @@ pub(crate) fn stdin_lines() -> mpsc::Receiver<Result<String, String>> {
     rx
 }
 
+/// Lines waiting for the terminal; more are dropped (and counted) rather than waited for.
+const PRINT_QUEUE: usize = 1_024;
+
+/// Standard output on a thread of its own behind a bounded queue: printing never blocks the
+/// node, and a closed output (`| head`) ends the printing, not the node.
+#[derive(Debug, Clone)]
+pub(crate) struct Printer {
+    lines: std::sync::mpsc::SyncSender<String>,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Printer {
+    /// Start the printing thread.
+    pub(crate) fn start() -> Printer {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(PRINT_QUEUE);
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = dropped.clone();
+        let spawned = std::thread::Builder::new()
+            .name("routefabric-printer".into())
+            .spawn(move || {
+                use std::io::Write;
+                let mut reported = 0;
+                for line in rx {
+                    let mut out = std::io::stdout().lock();
+                    let lost = seen.load(std::sync::atomic::Ordering::Relaxed);
+                    if lost > reported {
+                        let _ = writeln!(
+                            out,
+                            "({} lines not printed: output too slow)",
+                            lost - reported
+                        );
+                        reported = lost;
+                    }
+                    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                        return; // the reader went away
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("no output thread: {e}");
+        }
+        Printer { lines: tx, dropped }
+    }
+
+    /// Print `line`, or count it as dropped when the terminal lags.
+    pub(crate) fn print(&self, line: String) {
+        if let Err(std::sync::mpsc::TrySendError::Full(_)) = self.lines.try_send(line) {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether to read a console from standard input: not when it is the terminal of a shell that
+/// runs us in the background (`routefabric node &`), where reading would stop the whole process
+/// (SIGTTIN). Anything else — a terminal in the foreground, a pipe, a file, `/dev/null` — is read.
+pub(crate) fn foreground() -> bool {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return true;
+    }
+    // /proc/self/stat: "pid (comm) state ppid pgrp session tty_nr tpgid …"; comm may hold spaces
+    // and parentheses, so fields are counted after the last ')'.
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return true; // not Linux: assume the foreground
+    };
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    match (fields.get(2), fields.get(5)) {
+        (Some(pgrp), Some(tpgid)) => pgrp == tpgid,
+        _ => true,
+    }
+}
+
 /// Read and forget the rest of an overlong line, a bounded chunk at a time.
 fn skip_line(input: &mut impl BufRead) {
     let mut chunk = Vec::new();

@@ -78,6 +78,9 @@ pub struct EngineConfig {
     pub max_known_peers: usize,
     /// Malformed frames or forged envelopes from one peer before it is banned. Default 16.
     pub strikes_before_ban: u32,
+    /// A peer's strikes are forgotten after this long without a new one, ms. Default 600,000
+    /// (the envelope age window): rare honest mistakes never add up to a ban.
+    pub strike_memory_ms: u64,
     /// Period of route expiry, ms. Default 1,000.
     pub expire_interval_ms: u64,
     /// Timers one proof source may have armed at once; more are refused and counted, so a
@@ -101,6 +104,7 @@ impl Default for EngineConfig {
             max_plugin_message: 64 << 10,
             max_known_peers: 4_096,
             strikes_before_ban: 16,
+            strike_memory_ms: 600_000,
             expire_interval_ms: 1_000,
             max_plugin_timers: 1_024,
         }
@@ -192,7 +196,8 @@ pub enum Input {
         /// Round trip, µs.
         rtt_us: u32,
     },
-    /// The underlay refused a frame from `peer` (oversized): counted, and a strike against it.
+    /// The underlay refused a frame from `peer` (oversized): counted. Not a strike: frame limits
+    /// are local settings, and the frame may carry a relayed envelope another node accepted.
     FrameRefused(NodeId),
     /// A timer fired.
     Timer(Timer),
@@ -348,7 +353,8 @@ pub struct Engine {
     copies: Dedup,
     pending: HashMap<u64, Pending>,
     channels: HashMap<u64, String>,
-    strikes: HashMap<NodeId, u32>,
+    /// Strikes per peer, and when the last one came.
+    strikes: HashMap<NodeId, (u32, u64)>,
     /// Timers armed per proof source.
     plugin_timers: HashMap<String, usize>,
     stats: Stats,
@@ -472,10 +478,7 @@ impl Engine {
                 }
             }
             Input::Frame { from, bytes } => self.frame(now, from, &bytes, &mut out),
-            Input::FrameRefused(from) => {
-                self.stats.oversized_frames += 1;
-                self.strike(from, &mut out);
-            }
+            Input::FrameRefused(_) => self.stats.oversized_frames += 1,
             Input::LinkSample { peer, rtt_us } => {
                 if let Some(link) = self.links.get_mut(&peer) {
                     link.rtt_us = Some(rtt_us);
@@ -570,21 +573,26 @@ impl Engine {
         self.overlay_in(now, overlay::InEvent::PeerDown(r), out);
     }
 
-    fn strike(&mut self, peer: NodeId, out: &mut Vec<Output>) {
+    fn strike(&mut self, now: u64, peer: NodeId, out: &mut Vec<Output>) {
+        let memory = self.config.strike_memory_ms;
         if !self.strikes.contains_key(&peer) && self.strikes.len() >= self.config.max_known_peers {
-            // Bounded: forget the peer with the fewest strikes, so a persistent offender keeps
-            // its count however many others misbehave once.
-            let fewest = self
+            // Bounded: forget the peer struck longest ago, so a persistent offender keeps its
+            // count however many others misbehave once.
+            let stalest = self
                 .strikes
                 .iter()
-                .min_by_key(|(_, n)| **n)
+                .min_by_key(|(_, (_, at))| *at)
                 .map(|(p, _)| *p);
-            if let Some(victim) = fewest {
+            if let Some(victim) = stalest {
                 self.strikes.remove(&victim);
             }
         }
-        let strikes = self.strikes.entry(peer).or_insert(0);
+        let (strikes, last) = self.strikes.entry(peer).or_insert((0, now));
+        if now.saturating_sub(*last) > memory {
+            *strikes = 0;
+        }
         *strikes += 1;
+        *last = now;
         if *strikes >= self.config.strikes_before_ban {
             self.strikes.remove(&peer);
             self.stats.bans += 1;
@@ -592,12 +600,48 @@ impl Engine {
         }
     }
 
-    /// Count a refused envelope, and strike the peer that handed it over unless the reason is
-    /// its timestamp (honest clocks drift; a peer is not to blame for the origin's).
-    fn refuse(&mut self, from: NodeId, reason: Reject, out: &mut Vec<Output>) {
+    /// Count a refused envelope handed over by `from`, and strike `from` unless the reason
+    /// depends on this node's own settings or clock: an honest relay forwards what it accepted
+    /// under its limits, which may differ from ours (size, timestamp window). An envelope
+    /// `from` signed itself is its own fault whatever the reason.
+    fn refuse(
+        &mut self,
+        now: u64,
+        from: NodeId,
+        origin: Option<NodeId>,
+        reason: Reject,
+        out: &mut Vec<Output>,
+    ) {
         self.stats.rejects.count(reason);
-        if reason != Reject::Timestamp {
-            self.strike(from, out);
+        let local = matches!(reason, Reject::Timestamp | Reject::Oversized);
+        if !local || origin == Some(from) {
+            self.strike(now, from, out);
+        }
+    }
+
+    /// Verify an envelope handed over by `from`; a refusal is counted (and struck, see
+    /// [`Engine::refuse`]).
+    fn open(
+        &mut self,
+        now: u64,
+        from: NodeId,
+        signed: &Signed,
+        out: &mut Vec<Output>,
+    ) -> Option<Envelope> {
+        let verified = signed
+            .verify(&self.config.envelope)
+            .map_err(|reason| (reason, None))
+            .and_then(|e| match self.config.envelope.check_time(&e, now) {
+                Ok(()) => Ok(e),
+                // Signed, so its origin is known: stale or early, it is the origin's doing.
+                Err(reason) => Err((reason, Some(e.origin))),
+            });
+        match verified {
+            Ok(e) => Some(e),
+            Err((reason, origin)) => {
+                self.refuse(now, from, origin, reason, out);
+                None
+            }
         }
     }
 
@@ -607,7 +651,7 @@ impl Engine {
             Err(e) => {
                 tracing::debug!(%from, "{e}");
                 self.stats.malformed_frames += 1;
-                self.strike(from, out);
+                self.strike(now, from, out);
                 return;
             }
         };
@@ -615,7 +659,7 @@ impl Engine {
             Frame::Hello { me, boot } => {
                 if me.id != from {
                     self.stats.malformed_frames += 1;
-                    self.strike(from, out);
+                    self.strike(now, from, out);
                     return;
                 }
                 self.remember(me);
@@ -1010,7 +1054,7 @@ impl Engine {
             || d.trace.first() != Some(&d.origin)
         {
             self.stats.malformed_frames += 1;
-            self.strike(from, out);
+            self.strike(now, from, out);
             return;
         }
         let key = (d.origin, d.id, u64::from(d.attempt));
@@ -1020,18 +1064,14 @@ impl Engine {
         // Every receiver verifies before it forwards or delivers: a forged copy never takes the
         // real one's place in anybody's de-duplication, and whoever hands on a bad envelope is
         // to blame for it (no honest node forwards one).
-        let envelope = match d.envelope.open(&self.config.envelope, now) {
-            Ok(e) => e,
-            Err(reason) => {
-                self.refuse(from, reason, out);
-                return;
-            }
+        let Some(envelope) = self.open(now, from, &d.envelope, out) else {
+            return;
         };
         if envelope.origin != d.origin
             || envelope.seq != d.id
             || envelope.kind != (Kind::Direct { dest: d.dest })
         {
-            self.refuse(from, Reject::BadSignature, out);
+            self.refuse(now, from, Some(envelope.origin), Reject::BadSignature, out);
             return;
         }
         self.copies.first_time(key);
@@ -1092,12 +1132,8 @@ impl Engine {
     }
 
     fn ack_in(&mut self, now: u64, from: NodeId, signed: Signed, out: &mut Vec<Output>) {
-        let envelope = match signed.open(&self.config.envelope, now) {
-            Ok(e) => e,
-            Err(reason) => {
-                self.refuse(from, reason, out);
-                return;
-            }
+        let Some(envelope) = self.open(now, from, &signed, out) else {
+            return;
         };
         let Kind::Direct { dest: origin } = envelope.kind else {
             self.stats.rejects.count(Reject::Malformed);
@@ -1107,7 +1143,7 @@ impl Engine {
             Ok(b) => b,
             Err(_) => {
                 self.stats.rejects.count(Reject::Malformed);
-                self.strike(from, out);
+                self.strike(now, from, out);
                 return;
             }
         };
@@ -1141,7 +1177,7 @@ impl Engine {
                 self.stats.rejects.count(Reject::BadSignature);
                 // Relays pass on any validly signed ACK; only its signer is to blame.
                 if from == envelope.origin {
-                    self.strike(from, out);
+                    self.strike(now, from, out);
                 }
                 return;
             }

@@ -5,7 +5,10 @@
 //! timestamp, destination, sequence number). Relays forward the envelope's bytes unchanged and
 //! never re-sign; every receiver, relay or destination, verifies it and checks the header against
 //! it before it forwards, de-duplicates or delivers, so a forged copy can neither take a real
-//! one's place nor get an honest relay blamed for it.
+//! one's place nor get an honest relay blamed for it. The routing header itself (attempt, hop
+//! budget, trace) is not signed: a node that has seen the real envelope can replay it with a
+//! worse header — as any node on the path could simply drop it; the origin's retries and the
+//! flood's other paths are the answer to both.
 
 use routefabric_core::envelope::Signed;
 use routefabric_core::{NodeId, PeerRef};
@@ -43,9 +46,9 @@ pub enum Frame {
 /// A directed message and its routing header.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Directed {
-    /// The node that sent it (as in the envelope; checked at the destination).
+    /// The node that sent it (as in the envelope; every receiver checks).
     pub origin: NodeId,
-    /// The destination (as in the envelope; checked at the destination).
+    /// The destination (as in the envelope; every receiver checks).
     pub dest: NodeId,
     /// The origin's identifier for the message (the envelope's sequence number).
     pub id: u64,

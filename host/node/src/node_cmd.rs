@@ -32,7 +32,7 @@ pub(crate) struct NodeArgs {
 #[serde(default, deny_unknown_fields)]
 struct NodeConfig {
     /// Listen addresses. Default `["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]`.
-    /// The first TCP address is the one the node advertises.
+    /// Which TCP one is advertised: see `advertise`.
     listen: Vec<String>,
     /// The TCP address other nodes are told to dial, `/ip4|ip6/…/tcp/…`. Default: the first
     /// TCP listen address that comes up, preferring one that is neither loopback nor unspecified.
@@ -249,31 +249,51 @@ async fn node(config: NodeConfig) -> anyhow::Result<ExitCode> {
     for (channel, writer) in subscriptions {
         node.command(Command::Subscribe { channel, writer }).await?;
     }
-    println!("type `help` for the console's commands");
-    let mut lines = console::stdin_lines();
-    let mut console_open = true;
+    // Deliveries and outcomes are printed by a task of their own, through a bounded printer
+    // that drops lines rather than wait: the node never waits on the terminal, and nothing the
+    // console awaits can wait on the node's event queue.
+    let printer = console::Printer::start();
+    let drain = {
+        let printer = printer.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                match event {
+                    AppEvent::Deliver(d) => {
+                        tracing::info!(
+                            origin = %d.origin, channel = ?d.channel, hops = d.hops,
+                            plane = ?d.plane, bytes = d.payload.len(), "delivered"
+                        );
+                        printer.print(console::delivery_line(&d));
+                    }
+                    AppEvent::SendResult { tag, outcome } => {
+                        tracing::info!(tag, ?outcome, "send finished");
+                        printer.print(console::outcome_line(tag, &outcome));
+                    }
+                }
+            }
+        })
+    };
+    let mut lines = if console::foreground() {
+        printer.print("type `help` for the console's commands".to_owned());
+        Some(console::stdin_lines())
+    } else {
+        printer.print("started in the background: no console (Ctrl-C or a signal stops it)".into());
+        None
+    };
     let mut next_tag = 0u64;
     loop {
+        let line = async {
+            match lines.as_mut() {
+                Some(lines) => lines.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
-            event = events.recv() => match event {
-                Some(AppEvent::Deliver(d)) => {
-                    tracing::info!(
-                        origin = %d.origin, channel = ?d.channel, hops = d.hops, plane = ?d.plane,
-                        bytes = d.payload.len(), "delivered"
-                    );
-                    println!("{}", console::delivery_line(&d));
-                }
-                Some(AppEvent::SendResult { tag, outcome }) => {
-                    tracing::info!(tag, ?outcome, "send finished");
-                    println!("{}", console::outcome_line(tag, &outcome));
-                }
-                None => break,
-            },
-            line = lines.recv(), if console_open => {
+            line = line => {
                 let Some(line) = line else {
                     // End of input: keep running until Ctrl-C.
-                    console_open = false;
+                    lines = None;
                     continue;
                 };
                 match line.and_then(|l| console::parse(&l)) {
@@ -287,19 +307,20 @@ async fn node(config: NodeConfig) -> anyhow::Result<ExitCode> {
                     Ok(Some(console::Line::Send { dest, text })) => {
                         next_tag += 1;
                         node.command(Command::Send { dest, payload: text.into_bytes(), tag: next_tag }).await?;
-                        println!("send {next_tag} queued");
+                        printer.print(format!("send {next_tag} queued"));
                     }
                     Ok(Some(console::Line::Status)) => {
                         let report = node.report().await?;
                         let at = node.multiaddr().to_string();
-                        println!("{}", console::status_lines(&node.me(), &at, &report));
+                        printer.print(console::status_lines(&node.me(), &at, &report));
                     }
-                    Ok(Some(console::Line::Help)) => println!("{}", console::HELP),
-                    Err(e) => println!("error: {e}"),
+                    Ok(Some(console::Line::Help)) => printer.print(console::HELP.to_owned()),
+                    Err(e) => printer.print(format!("error: {e}")),
                 }
             },
         }
     }
+    drain.abort();
     let report = node.report().await?;
     eprintln!("stopping: {:?}", report.stats);
     node.shutdown().await;

@@ -44,13 +44,14 @@ async fn start(i: u8) -> TestNode {
         actor::Transport::Tcp,
     )
     .await
+    .unwrap()
 }
 
 async fn start_on(
     i: u8,
     listen: Vec<routefabric_net::Multiaddr>,
     transport: actor::Transport,
-) -> TestNode {
+) -> Result<TestNode, actor::NodeError> {
     let keys = keys(i);
     let registry = builtin_registry(runtime(), keys.id()).unwrap();
     let (tx, events) = mpsc::channel(4_096);
@@ -64,12 +65,12 @@ async fn start_on(
         advertise: None,
         transport,
     };
-    let handle = actor::spawn(spec, tx).await.unwrap();
-    TestNode {
+    let handle = actor::spawn(spec, tx).await?;
+    Ok(TestNode {
         handle,
         registry,
         events,
-    }
+    })
 }
 
 async fn network(n: u8) -> Vec<TestNode> {
@@ -328,14 +329,26 @@ fn free_port() -> u16 {
 async fn nodes_that_dial_over_quic_join_and_deliver_without_a_tcp_byte() {
     let mut nodes = Vec::new();
     for i in 0..3 {
-        let port = free_port();
-        let listen = vec![
-            format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap(),
-            format!("/ip4/127.0.0.1/udp/{port}/quic-v1")
-                .parse()
-                .unwrap(),
-        ];
-        nodes.push(start_on(30 + i, listen, actor::Transport::Quic).await);
+        // The port is free when chosen; another test may take it before the node binds it.
+        let mut tries = 0;
+        let node = loop {
+            let port = free_port();
+            let listen = vec![
+                format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap(),
+                format!("/ip4/127.0.0.1/udp/{port}/quic-v1")
+                    .parse()
+                    .unwrap(),
+            ];
+            match start_on(30 + i, listen, actor::Transport::Quic).await {
+                Ok(node) => break node,
+                Err(e) if tries < 3 => {
+                    tries += 1;
+                    eprintln!("port {port} was taken ({e}); another");
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        nodes.push(node);
     }
     nodes[0]
         .handle
