@@ -73,11 +73,8 @@ async fn start_on(
     })
 }
 
-async fn network(n: u8) -> Vec<TestNode> {
-    let mut nodes = Vec::new();
-    for i in 0..n {
-        nodes.push(start(i).await);
-    }
+/// The first node founds the overlay, the others join through it.
+async fn join(nodes: &[TestNode]) {
     nodes[0]
         .handle
         .command(Command::Start { contact: None })
@@ -92,9 +89,17 @@ async fn network(n: u8) -> Vec<TestNode> {
             .await
             .unwrap();
     }
-    for node in &nodes {
+    for node in nodes {
         wait_for_neighbours(&node.handle).await;
     }
+}
+
+async fn network(n: u8) -> Vec<TestNode> {
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        nodes.push(start(i).await);
+    }
+    join(&nodes).await;
     nodes
 }
 
@@ -350,23 +355,7 @@ async fn nodes_that_dial_over_quic_join_and_deliver_without_a_tcp_byte() {
         };
         nodes.push(node);
     }
-    nodes[0]
-        .handle
-        .command(Command::Start { contact: None })
-        .await
-        .unwrap();
-    let contact = nodes[0].handle.me();
-    for node in &nodes[1..] {
-        node.handle
-            .command(Command::Start {
-                contact: Some(contact),
-            })
-            .await
-            .unwrap();
-    }
-    for node in &nodes {
-        wait_for_neighbours(&node.handle).await;
-    }
+    join(&nodes).await;
     for tag in 0..3 {
         assert!(matches!(
             send(&mut nodes, 2, 1, tag).await,
