@@ -1295,7 +1295,11 @@ impl Engine {
                     }
                 }
                 Action::SetTimer { token, after_ms } => {
-                    let armed = self.plugin_timers.entry(name.to_owned()).or_insert(0);
+                    // The name is copied only the first time a source arms a timer.
+                    let armed = match self.plugin_timers.get_mut(name) {
+                        Some(armed) => armed,
+                        None => self.plugin_timers.entry(name.to_owned()).or_insert(0),
+                    };
                     if *armed >= self.config.max_plugin_timers {
                         self.stats.plugin_timers_refused += 1;
                         self.store.count_rejection(source, Rejection::BadTimer);
